@@ -1,0 +1,435 @@
+//! Step 3 of a delivery: reading a verified body as a Clerk event.
+//!
+//! Only the fields the table needs are typed; everything else is left in the raw `data` object,
+//! so fields Clerk adds later never fail parsing. Error messages name fields and positions but
+//! never quote values, so they can go to the caller and the logs without leaking personal data.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::verify::Verified;
+
+/// A Clerk event as far as the table is concerned.
+#[derive(Debug)]
+pub struct Event<'a> {
+    /// Clerk's event type, e.g. `user.updated`.
+    pub event_type: String,
+    /// The envelope's `timestamp`, as sent (milliseconds in Clerk's docs, seconds in some examples).
+    pub timestamp: Option<i64>,
+    pub kind: EventKind<'a>,
+}
+
+#[derive(Debug)]
+pub enum EventKind<'a> {
+    /// `user.created`, `user.updated`: the whole user object.
+    UserUpsert { user: User, data: &'a RawValue },
+    /// `user.deleted`: only the id survives in Clerk's payload.
+    UserDeleted { user_id: String },
+    /// Any `session.*` event carrying a session object.
+    SessionUpsert {
+        session: Session,
+        data: &'a RawValue,
+    },
+    /// Every other type: acknowledged, not written.
+    Ignored,
+}
+
+impl EventKind<'_> {
+    /// The id of the Clerk object the event is about, for logs and answers.
+    pub fn object_id(&self) -> Option<&str> {
+        match self {
+            EventKind::UserUpsert { user, .. } => Some(&user.id),
+            EventKind::UserDeleted { user_id } => Some(user_id),
+            EventKind::SessionUpsert { session, .. } => Some(&session.id),
+            EventKind::Ignored => None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct User {
+    pub id: String,
+    #[serde(default)]
+    pub email_addresses: Option<Vec<EmailAddress>>,
+    #[serde(default)]
+    pub primary_email_address_id: Option<String>,
+    #[serde(default)]
+    pub first_name: Option<String>,
+    #[serde(default)]
+    pub last_name: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub image_url: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<i64>,
+    #[serde(default)]
+    pub updated_at: Option<i64>,
+    #[serde(default)]
+    pub last_sign_in_at: Option<i64>,
+    #[serde(default)]
+    pub public_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl User {
+    /// The primary email address, resolved through `primary_email_address_id` and lowercased.
+    pub fn primary_email(&self) -> Option<String> {
+        let primary = self.primary_email_address_id.as_deref()?;
+        self.email_addresses
+            .as_deref()?
+            .iter()
+            .find(|address| address.id.as_deref() == Some(primary))
+            .and_then(|address| address.email_address.as_deref())
+            .map(str::trim)
+            .filter(|email| !email.is_empty())
+            .map(str::to_lowercase)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EmailAddress {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub email_address: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Session {
+    pub id: String,
+    pub user_id: String,
+    pub status: String,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<i64>,
+    #[serde(default)]
+    pub updated_at: Option<i64>,
+    #[serde(default)]
+    pub last_active_at: Option<i64>,
+    #[serde(default)]
+    pub expire_at: Option<i64>,
+    #[serde(default)]
+    pub abandon_at: Option<i64>,
+}
+
+/// Why a verified body is not a Clerk event the table can take. Shown to the caller (400).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ParseError {
+    #[error("the body is not valid JSON (line {line}, column {column})")]
+    NotJson { line: usize, column: usize },
+    #[error("the body is not a Clerk event: {0}")]
+    NotAnEvent(String),
+    #[error("the {event_type} event's data is not a valid {object}: {reason}")]
+    InvalidObject {
+        event_type: String,
+        object: &'static str,
+        reason: String,
+    },
+    #[error("the {0} id is not a Clerk id")]
+    InvalidId(&'static str),
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type")]
+    event_type: String,
+    #[serde(borrow)]
+    data: &'a RawValue,
+    #[serde(default)]
+    timestamp: Option<i64>,
+}
+
+/// Peeks at `data.object` to tell session objects from anything else under a `session.*` type.
+#[derive(Deserialize)]
+struct ObjectTag<'a> {
+    #[serde(default, borrow)]
+    object: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct DeletedObject {
+    id: String,
+}
+
+/// Reads a verified delivery's body as a Clerk event. Types outside users and sessions are
+/// `Ignored` whatever their data holds.
+pub fn parse<'a>(delivery: &Verified<'a>) -> Result<Event<'a>, ParseError> {
+    let envelope: Envelope<'a> = serde_json::from_slice(delivery.body()).map_err(envelope_error)?;
+    let data = envelope.data;
+    let object = |name: &'static str| {
+        let event_type = envelope.event_type.clone();
+        move |e: serde_json::Error| ParseError::InvalidObject {
+            event_type,
+            object: name,
+            reason: safe_reason(&e),
+        }
+    };
+    let kind = match envelope.event_type.as_str() {
+        "user.created" | "user.updated" => {
+            let user: User = serde_json::from_str(data.get()).map_err(object("user"))?;
+            check_id(&user.id, "user")?;
+            EventKind::UserUpsert { user, data }
+        }
+        "user.deleted" => {
+            let deleted: DeletedObject =
+                serde_json::from_str(data.get()).map_err(object("user"))?;
+            check_id(&deleted.id, "user")?;
+            EventKind::UserDeleted {
+                user_id: deleted.id,
+            }
+        }
+        t if t.starts_with("session.") => {
+            let tag: ObjectTag = serde_json::from_str(data.get()).map_err(object("session"))?;
+            if tag.object.as_deref() == Some("session") {
+                let session: Session =
+                    serde_json::from_str(data.get()).map_err(object("session"))?;
+                check_id(&session.id, "session")?;
+                check_id(&session.user_id, "user")?;
+                EventKind::SessionUpsert { session, data }
+            } else {
+                EventKind::Ignored
+            }
+        }
+        _ => EventKind::Ignored,
+    };
+    Ok(Event {
+        event_type: envelope.event_type,
+        timestamp: envelope.timestamp,
+        kind,
+    })
+}
+
+/// Clerk ids are a prefix, an underscore and base62 (`user_29w83sxmDNGwOuEthce5gg56FcC`). They
+/// become part of DynamoDB keys, so anything else (empty, `#`, control characters) is refused.
+fn check_id(id: &str, what: &'static str) -> Result<(), ParseError> {
+    let valid = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(ParseError::InvalidId(what))
+    }
+}
+
+fn envelope_error(e: serde_json::Error) -> ParseError {
+    match e.classify() {
+        serde_json::error::Category::Data => ParseError::NotAnEvent(safe_reason(&e)),
+        _ => ParseError::NotJson {
+            line: e.line(),
+            column: e.column(),
+        },
+    }
+}
+
+/// serde_json's messages quote offending values ("invalid type: string \"jane@…\""); keep only
+/// the parts that name our own fields, or the position.
+fn safe_reason(e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    if message.starts_with("missing field") {
+        message
+            .split(" at line")
+            .next()
+            .unwrap_or("missing field")
+            .to_owned()
+    } else {
+        format!(
+            "a field has the wrong type or value (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::{SigningSecret, Unverified, Verifier};
+    use lambda_http::http::{HeaderMap, HeaderValue};
+
+    /// The documented user.created payload from Clerk's docs.
+    pub const USER_CREATED: &str = r#"{"data":{"birthday":"","created_at":1654012591514,"email_addresses":[{"email_address":"example@example.org","id":"idn_29w83yL7CwVlJXylYLxcslromF1","linked_to":[],"object":"email_address","verification":{"status":"verified","strategy":"ticket"}}],"external_accounts":[],"external_id":"567772","first_name":"Example","gender":"","id":"user_29w83sxmDNGwOuEthce5gg56FcC","image_url":"https://img.clerk.com/xxxxxx","last_name":"Example","last_sign_in_at":1654012591514,"object":"user","password_enabled":true,"phone_numbers":[],"primary_email_address_id":"idn_29w83yL7CwVlJXylYLxcslromF1","primary_phone_number_id":null,"primary_web3_wallet_id":null,"private_metadata":{},"profile_image_url":"https://www.gravatar.com/avatar?d=mp","public_metadata":{},"two_factor_enabled":false,"unsafe_metadata":{},"updated_at":1654012591835,"username":null,"web3_wallets":[]},"instance_id":"ins_123","object":"event","timestamp":1654012591835,"type":"user.created"}"#;
+    const USER_DELETED: &str = r#"{"data":{"deleted":true,"id":"user_29wBMCtzATuFJut8jO2VNTVekS4","object":"user"},"object":"event","timestamp":1661861640000,"type":"user.deleted"}"#;
+    const SESSION_CREATED: &str = r#"{"data":{"abandon_at":1656606318265,"client_id":"client_29wBS3h1zhE1BsEK2dg9oyypfYk","created_at":1654014318265,"expire_at":1654619118265,"id":"sess_29wBYxnMCQU2KIs6V3ZPOJCPUXx","last_active_at":1654014318265,"object":"session","status":"active","updated_at":1654014318503,"user_id":"user_29wBMCtzATuFJut8jO2VNTVekS4"},"object":"event","timestamp":1654014318503,"type":"session.created"}"#;
+
+    fn parse_body(body: &str) -> Result<Event<'_>, ParseError> {
+        let secret = SigningSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        // Leaked so the verified delivery, which borrows the headers, can outlive this helper.
+        let headers: &'static mut HeaderMap = Box::leak(Box::default());
+        headers.insert("svix-id", HeaderValue::from_static("msg_1"));
+        headers.insert("svix-timestamp", HeaderValue::from_static("1700000000"));
+        let signature = secret.sign("msg_1", 1700000000, body.as_bytes());
+        headers.insert("svix-signature", HeaderValue::from_str(&signature).unwrap());
+        let verified = Verifier::new(vec![secret])
+            .verify(Unverified::new(headers, body.as_bytes()), 1700000000)
+            .unwrap();
+        parse(&verified)
+    }
+
+    #[test]
+    fn user_created_from_clerk_docs_parses() {
+        let event = parse_body(USER_CREATED).unwrap();
+        assert_eq!(event.event_type, "user.created");
+        assert_eq!(event.timestamp, Some(1654012591835));
+        let EventKind::UserUpsert { user, data } = event.kind else {
+            panic!("not a user upsert")
+        };
+        assert_eq!(user.id, "user_29w83sxmDNGwOuEthce5gg56FcC");
+        assert_eq!(user.primary_email().as_deref(), Some("example@example.org"));
+        assert_eq!(user.first_name.as_deref(), Some("Example"));
+        assert_eq!(user.username, None);
+        assert_eq!(user.updated_at, Some(1654012591835));
+        assert!(data.get().starts_with(r#"{"birthday""#));
+    }
+
+    #[test]
+    fn primary_email_is_resolved_by_id_and_lowercased() {
+        let body = r#"{"type":"user.updated","timestamp":1,"data":{"id":"user_1","primary_email_address_id":"idn_2",
+            "email_addresses":[{"id":"idn_1","email_address":"other@example.org"},{"id":"idn_2","email_address":"Jane.Doe@Example.ORG"}]}}"#;
+        let EventKind::UserUpsert { user, .. } = parse_body(body).unwrap().kind else {
+            panic!()
+        };
+        assert_eq!(
+            user.primary_email().as_deref(),
+            Some("jane.doe@example.org")
+        );
+    }
+
+    #[test]
+    fn user_without_primary_email_has_none() {
+        let body = r#"{"type":"user.updated","data":{"id":"user_1","primary_email_address_id":null,"email_addresses":[{"id":"idn_1","email_address":"a@b.c"}]}}"#;
+        let EventKind::UserUpsert { user, .. } = parse_body(body).unwrap().kind else {
+            panic!()
+        };
+        assert_eq!(user.primary_email(), None);
+    }
+
+    #[test]
+    fn unknown_and_null_fields_never_fail() {
+        let body = r#"{"type":"user.updated","data":{"id":"user_1","has_image":true,"banned":false,"passkeys":[],
+            "first_name":null,"email_addresses":null,"public_metadata":null,"brand_new":{"x":[1,2]}},"event_attributes":{}}"#;
+        let EventKind::UserUpsert { user, .. } = parse_body(body).unwrap().kind else {
+            panic!()
+        };
+        assert_eq!(user.first_name, None);
+        assert_eq!(user.public_metadata, None);
+    }
+
+    #[test]
+    fn user_deleted_parses_its_id() {
+        let event = parse_body(USER_DELETED).unwrap();
+        let EventKind::UserDeleted { user_id } = event.kind else {
+            panic!()
+        };
+        assert_eq!(user_id, "user_29wBMCtzATuFJut8jO2VNTVekS4");
+        assert_eq!(event.timestamp, Some(1661861640000));
+    }
+
+    #[test]
+    fn session_created_parses() {
+        let EventKind::SessionUpsert { session, .. } = parse_body(SESSION_CREATED).unwrap().kind
+        else {
+            panic!()
+        };
+        assert_eq!(session.id, "sess_29wBYxnMCQU2KIs6V3ZPOJCPUXx");
+        assert_eq!(session.user_id, "user_29wBMCtzATuFJut8jO2VNTVekS4");
+        assert_eq!(session.status, "active");
+        assert_eq!(session.updated_at, Some(1654014318503));
+    }
+
+    #[test]
+    fn every_session_type_with_a_session_object_is_an_upsert() {
+        for t in [
+            "session.pending",
+            "session.ended",
+            "session.removed",
+            "session.revoked",
+            "session.future_kind",
+        ] {
+            let body = SESSION_CREATED.replace("session.created", t);
+            let kind = parse_body(&body).unwrap().kind;
+            assert!(matches!(kind, EventKind::SessionUpsert { .. }), "{t}");
+        }
+    }
+
+    #[test]
+    fn session_type_without_a_session_object_is_ignored() {
+        let body = r#"{"type":"session.token_refreshed","data":{"object":"token","id":"x"}}"#;
+        assert!(matches!(parse_body(body).unwrap().kind, EventKind::Ignored));
+    }
+
+    #[test]
+    fn other_types_are_ignored_whatever_their_data() {
+        for body in [
+            r#"{"type":"organization.created","data":{"id":"org_1","object":"organization"}}"#,
+            r#"{"type":"email.created","data":[1,2,3]}"#,
+            r#"{"type":"brand.new.type","data":null}"#,
+        ] {
+            assert!(
+                matches!(parse_body(body).unwrap().kind, EventKind::Ignored),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_json_body_is_a_parse_error_with_a_position() {
+        assert_eq!(
+            parse_body("{not json").unwrap_err(),
+            ParseError::NotJson { line: 1, column: 2 }
+        );
+    }
+
+    #[test]
+    fn json_that_is_not_an_event_is_refused() {
+        for body in [
+            r#"{"test": 2432232314}"#,
+            r#"[1]"#,
+            r#"{"type":"user.created"}"#,
+        ] {
+            assert!(
+                matches!(parse_body(body).unwrap_err(), ParseError::NotAnEvent(_)),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn session_missing_user_id_is_refused_naming_the_field() {
+        let body = SESSION_CREATED.replace(
+            r#""user_id":"user_29wBMCtzATuFJut8jO2VNTVekS4""#,
+            r#""x":1"#,
+        );
+        let error = parse_body(&body).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the session.created event's data is not a valid session: missing field `user_id`"
+        );
+    }
+
+    #[test]
+    fn error_messages_never_quote_values() {
+        let body = r#"{"type":"user.updated","data":{"id":"user_1","first_name":{"secret":"jane@example.org"}}}"#;
+        let message = parse_body(body).unwrap_err().to_string();
+        assert!(!message.contains("jane"), "{message}");
+        assert!(message.contains("column"), "{message}");
+    }
+
+    #[test]
+    fn ids_that_cannot_be_clerk_ids_are_refused() {
+        for id in ["", "user#1", "user 1", "user_\u{7}"] {
+            let body = format!(
+                r#"{{"type":"user.deleted","data":{{"id":{}}}}}"#,
+                serde_json::to_string(id).unwrap()
+            );
+            assert_eq!(
+                parse_body(&body).unwrap_err(),
+                ParseError::InvalidId("user"),
+                "{id:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! clerk-sync: keeps a DynamoDB table in step with Clerk from its signed webhooks.
+//!
+//! A delivery flows through the modules in this order, each usable without the ones after it:
+//!
+//! 1. [`handler`]: HTTP in (method, path, size, content type), and HTTP out.
+//! 2. [`verify`]: the Standard Webhooks signature over the raw body.
+//! 3. [`event`]: the verified body read as a Clerk event.
+//! 4. [`plan`]: the item the event writes (pure), under the convergence [`rules`].
+//! 5. [`store`]: one conditional DynamoDB request that enforces those rules.
+
+pub mod config;
+pub mod event;
+pub mod handler;
+pub mod plan;
+pub mod rules;
+pub mod store;
+pub mod verify;

@@ -1,0 +1,395 @@
+//! Step 4 of a delivery: deciding what a Clerk event writes (pure: no I/O, no clock).
+//!
+//! This is where the data model applications read is defined: keys, attribute names and what a
+//! tombstone keeps. Items depend only on the event, never on when or how often it was processed.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::event::{Event, EventKind, Session, User};
+use crate::rules;
+
+/// Sort key of a user item and of a user tombstone.
+pub const USER_SK: &str = "USER";
+/// Sort key prefix of a session item.
+pub const SESSION_SK_PREFIX: &str = "SESSION#";
+
+pub fn user_pk(user_id: &str) -> String {
+    format!("USER#{user_id}")
+}
+
+pub fn session_sk(session_id: &str) -> String {
+    format!("{SESSION_SK_PREFIX}{session_id}")
+}
+
+/// One write, carried out by the store as one conditional request (plus, for a deletion, the
+/// removal of the user's sessions).
+#[derive(Debug, PartialEq)]
+pub enum Write {
+    UpsertUser(UserItem),
+    DeleteUser(Tombstone),
+    UpsertSession(SessionItem),
+}
+
+impl Write {
+    /// The version the write carries.
+    pub fn version(&self) -> u64 {
+        match self {
+            Write::UpsertUser(item) => item.version,
+            Write::DeleteUser(tombstone) => tombstone.version,
+            Write::UpsertSession(item) => item.version,
+        }
+    }
+}
+
+/// Options that change what is stored, not whether.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Keep the whole Clerk object under `data` (costs write capacity on large users).
+    pub store_clerk_data: bool,
+}
+
+/// A live user: `pk = USER#<id>`, `sk = USER`.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct UserItem {
+    pub pk: String,
+    pub sk: &'static str,
+    pub id: String,
+    /// The primary email, lowercased: the key of the email index (absent when there is none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_sign_in_at: Option<i64>,
+    pub public_metadata: Map<String, Value>,
+    pub version: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+/// What is left of a deleted user: the key, the id, `deleted = true` and the version. No
+/// personal data.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Tombstone {
+    pub pk: String,
+    pub sk: &'static str,
+    pub id: String,
+    pub deleted: bool,
+    pub version: u64,
+}
+
+/// A session: `pk = USER#<user_id>`, `sk = SESSION#<session_id>`.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct SessionItem {
+    pub pk: String,
+    pub sk: String,
+    pub id: String,
+    pub user_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_active_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expire_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abandon_at: Option<i64>,
+    pub version: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+impl SessionItem {
+    pub fn is_terminal(&self) -> bool {
+        rules::is_terminal(&self.status)
+    }
+}
+
+/// Why a well-formed Clerk event still cannot be written.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error("the event has no version: neither data.updated_at nor a positive envelope timestamp")]
+    NoVersion,
+    #[error("the event's data is not valid JSON")]
+    InvalidData,
+}
+
+/// Decides what an event writes: `None` for types we do not store (acknowledged, so Svix stops
+/// retrying them).
+pub fn plan(event: &Event<'_>, options: Options) -> Result<Option<Write>, PlanError> {
+    let version = |updated_at: Option<i64>| {
+        rules::version(updated_at, event.timestamp).ok_or(PlanError::NoVersion)
+    };
+    Ok(match &event.kind {
+        EventKind::UserUpsert { user, data } => {
+            let version = version(user.updated_at)?;
+            let data = options
+                .store_clerk_data
+                .then(|| raw_object(data.get(), &[]))
+                .transpose()?;
+            Some(Write::UpsertUser(user_item(user, version, data)))
+        }
+        EventKind::UserDeleted { user_id } => Some(Write::DeleteUser(Tombstone {
+            pk: user_pk(user_id),
+            sk: USER_SK,
+            id: user_id.clone(),
+            deleted: true,
+            version: version(None)?,
+        })),
+        EventKind::SessionUpsert { session, data } => {
+            let version = version(session.updated_at)?;
+            // Newer session payloads embed the whole user: it lives in the user item, and keeping a
+            // copy here would leave personal data behind that user.deleted does not reach.
+            let data = options
+                .store_clerk_data
+                .then(|| raw_object(data.get(), &["user"]))
+                .transpose()?;
+            Some(Write::UpsertSession(session_item(session, version, data)))
+        }
+        EventKind::Ignored => None,
+    })
+}
+
+fn user_item(user: &User, version: u64, data: Option<Value>) -> UserItem {
+    UserItem {
+        pk: user_pk(&user.id),
+        sk: USER_SK,
+        id: user.id.clone(),
+        email: user.primary_email(),
+        first_name: user.first_name.clone(),
+        last_name: user.last_name.clone(),
+        username: user.username.clone(),
+        image_url: user.image_url.clone(),
+        created_at: user.created_at,
+        updated_at: user.updated_at,
+        last_sign_in_at: user.last_sign_in_at,
+        public_metadata: user.public_metadata.clone().unwrap_or_default(),
+        version,
+        data,
+    }
+}
+
+fn session_item(session: &Session, version: u64, data: Option<Value>) -> SessionItem {
+    SessionItem {
+        pk: user_pk(&session.user_id),
+        sk: session_sk(&session.id),
+        id: session.id.clone(),
+        user_id: session.user_id.clone(),
+        client_id: session.client_id.clone(),
+        status: session.status.clone(),
+        created_at: session.created_at,
+        updated_at: session.updated_at,
+        last_active_at: session.last_active_at,
+        expire_at: session.expire_at,
+        abandon_at: session.abandon_at,
+        version,
+        data,
+    }
+}
+
+/// The raw Clerk object as a JSON map, without the `dropped` fields.
+fn raw_object(raw: &str, dropped: &[&str]) -> Result<Value, PlanError> {
+    let mut object: Map<String, Value> =
+        serde_json::from_str(raw).map_err(|_| PlanError::InvalidData)?;
+    for field in dropped {
+        object.remove(*field);
+    }
+    Ok(Value::Object(object))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventKind;
+    use serde_json::json;
+    use serde_json::value::RawValue;
+
+    const KEEP: Options = Options {
+        store_clerk_data: true,
+    };
+    const DROP: Options = Options {
+        store_clerk_data: false,
+    };
+
+    fn raw(value: &Value) -> Box<RawValue> {
+        RawValue::from_string(value.to_string()).unwrap()
+    }
+
+    fn user_event<'a>(data: &'a RawValue, event_type: &str, timestamp: Option<i64>) -> Event<'a> {
+        let user: User = serde_json::from_str(data.get()).unwrap();
+        Event {
+            event_type: event_type.into(),
+            timestamp,
+            kind: EventKind::UserUpsert { user, data },
+        }
+    }
+
+    fn session_event<'a>(data: &'a RawValue, timestamp: Option<i64>) -> Event<'a> {
+        let session: Session = serde_json::from_str(data.get()).unwrap();
+        Event {
+            event_type: "session.created".into(),
+            timestamp,
+            kind: EventKind::SessionUpsert { session, data },
+        }
+    }
+
+    fn jane() -> Value {
+        json!({
+            "id": "user_1", "object": "user", "first_name": "Jane", "last_name": "Doe", "username": null,
+            "image_url": "https://img.clerk.com/x", "created_at": 10, "updated_at": 20, "last_sign_in_at": 15,
+            "primary_email_address_id": "idn_1",
+            "email_addresses": [{"id": "idn_1", "email_address": "Jane@Example.org"}],
+            "public_metadata": {"plan": "pro"}, "private_metadata": {"stripe": "cus_1"}
+        })
+    }
+
+    #[test]
+    fn user_event_becomes_a_user_item_keyed_by_id() {
+        let data = raw(&jane());
+        let Some(Write::UpsertUser(item)) =
+            plan(&user_event(&data, "user.created", Some(99)), KEEP).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((item.pk.as_str(), item.sk), ("USER#user_1", "USER"));
+        assert_eq!(item.email.as_deref(), Some("jane@example.org"));
+        assert_eq!(item.first_name.as_deref(), Some("Jane"));
+        assert_eq!(item.username, None);
+        assert_eq!(
+            (item.created_at, item.updated_at, item.last_sign_in_at),
+            (Some(10), Some(20), Some(15))
+        );
+        assert_eq!(Value::Object(item.public_metadata), json!({"plan": "pro"}));
+        assert_eq!(item.version, 20, "updated_at is the version");
+        assert_eq!(item.data, Some(jane()));
+    }
+
+    #[test]
+    fn clerk_data_can_be_left_out() {
+        let data = raw(&jane());
+        let Some(Write::UpsertUser(item)) =
+            plan(&user_event(&data, "user.updated", None), DROP).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(item.data, None);
+    }
+
+    #[test]
+    fn missing_public_metadata_is_an_empty_map() {
+        let data = raw(&json!({"id": "user_1", "updated_at": 5, "public_metadata": null}));
+        let Some(Write::UpsertUser(item)) =
+            plan(&user_event(&data, "user.updated", None), KEEP).unwrap()
+        else {
+            panic!()
+        };
+        assert!(item.public_metadata.is_empty());
+    }
+
+    #[test]
+    fn user_without_any_version_cannot_be_planned() {
+        let data = raw(&json!({"id": "user_1"}));
+        assert_eq!(
+            plan(&user_event(&data, "user.updated", None), KEEP),
+            Err(PlanError::NoVersion)
+        );
+    }
+
+    #[test]
+    fn deletion_becomes_a_tombstone_versioned_by_the_envelope() {
+        for (timestamp, version) in [(1661861640000, 1661861640000), (1716883200, 1716883200000)] {
+            let event = Event {
+                event_type: "user.deleted".into(),
+                timestamp: Some(timestamp),
+                kind: EventKind::UserDeleted {
+                    user_id: "user_1".into(),
+                },
+            };
+            let expected = Tombstone {
+                pk: "USER#user_1".into(),
+                sk: "USER",
+                id: "user_1".into(),
+                deleted: true,
+                version,
+            };
+            assert_eq!(plan(&event, KEEP), Ok(Some(Write::DeleteUser(expected))));
+        }
+    }
+
+    #[test]
+    fn session_event_becomes_a_session_item_under_its_user() {
+        let value = json!({
+            "id": "sess_1", "object": "session", "user_id": "user_1", "client_id": "client_1", "status": "ended",
+            "created_at": 1, "updated_at": 7, "last_active_at": 6, "expire_at": 100, "abandon_at": 200,
+            "user": {"id": "user_1", "first_name": "Jane", "email_addresses": [{"email_address": "jane@example.org"}]}
+        });
+        let data = raw(&value);
+        let Some(Write::UpsertSession(item)) = plan(&session_event(&data, Some(1)), KEEP).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (item.pk.as_str(), item.sk.as_str()),
+            ("USER#user_1", "SESSION#sess_1")
+        );
+        assert_eq!((item.status.as_str(), item.version), ("ended", 7));
+        assert!(item.is_terminal());
+        assert_eq!(
+            (item.expire_at, item.abandon_at, item.last_active_at),
+            (Some(100), Some(200), Some(6))
+        );
+        let stored = item.data.unwrap();
+        assert_eq!(
+            stored.get("user"),
+            None,
+            "the embedded user is not copied into the session"
+        );
+        assert_eq!(stored["client_id"], "client_1");
+    }
+
+    #[test]
+    fn ignored_events_plan_nothing() {
+        let event = Event {
+            event_type: "email.created".into(),
+            timestamp: None,
+            kind: EventKind::Ignored,
+        };
+        assert_eq!(plan(&event, KEEP), Ok(None));
+    }
+
+    #[test]
+    fn items_serialize_without_absent_fields() {
+        let data = raw(&json!({"id": "user_1", "updated_at": 5}));
+        let Some(Write::UpsertUser(item)) =
+            plan(&user_event(&data, "user.updated", None), DROP).unwrap()
+        else {
+            panic!()
+        };
+        let attributes = serde_json::to_value(&item).unwrap();
+        let keys: Vec<&str> = attributes
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            ["id", "pk", "public_metadata", "sk", "updated_at", "version"]
+        );
+    }
+}

@@ -1,0 +1,440 @@
+//! The convergence rules: who wins when two versions of one Clerk object meet.
+//!
+//! Everything that makes the table order-independent lives here, twice over on purpose: once as
+//! plain functions (the specification, tested exhaustively and by property), and once as the
+//! DynamoDB condition expressions that enforce them atomically in a single request. The
+//! integration tests check, on a real DynamoDB API, that each expression agrees with its function
+//! for every combination of stored and incoming state.
+//!
+//! In order of precedence:
+//! 1. A user tombstone beats everything; Clerk never reuses a user id, so it is final.
+//! 2. A deleted user has no sessions: session writes check the user item in the same transaction.
+//! 3. A terminal session status beats a live one, whatever the versions.
+//! 4. Otherwise the higher version wins; an equal version is a duplicate and changes nothing.
+
+/// Session statuses after which a session can never be live again.
+pub const TERMINAL_SESSION_STATUSES: [&str; 6] = [
+    "ended",
+    "removed",
+    "revoked",
+    "expired",
+    "abandoned",
+    "replaced",
+];
+
+/// Below this an envelope timestamp is in seconds (Clerk's docs say ms; some of its examples use s).
+const SECONDS_THRESHOLD: i64 = 1_000_000_000_000;
+
+/// Whether a session status is terminal. Statuses Clerk may add later count as live, so they
+/// never freeze a session.
+pub fn is_terminal(status: &str) -> bool {
+    TERMINAL_SESSION_STATUSES.contains(&status)
+}
+
+/// The version of the change an event carries, in milliseconds: the object's `updated_at` where
+/// present, otherwise the envelope `timestamp` normalized to milliseconds.
+pub fn version(updated_at: Option<i64>, envelope_timestamp: Option<i64>) -> Option<u64> {
+    let positive = |v: i64| u64::try_from(v).ok().filter(|v| *v > 0);
+    updated_at.and_then(positive).or_else(|| {
+        let ts = envelope_timestamp.and_then(positive)?;
+        if ts < SECONDS_THRESHOLD as u64 {
+            ts.checked_mul(1000)
+        } else {
+            Some(ts)
+        }
+    })
+}
+
+/// What a stored item says about precedence (read back from DynamoDB when a condition fails).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    pub version: u64,
+    /// A user tombstone.
+    pub deleted: bool,
+    /// A session in a terminal status.
+    pub terminal: bool,
+}
+
+/// The result of offering one write to the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The write wins and is applied.
+    Apply,
+    /// The same version is already stored: nothing to do.
+    Duplicate,
+    /// Something that beats this write is stored: nothing to do.
+    Stale,
+    /// The user was deleted; nothing about them is written again.
+    UserDeleted,
+}
+
+/// `user.created` / `user.updated` at `version` against the stored user item.
+pub fn user_upsert(stored: Option<Stored>, version: u64) -> Verdict {
+    match stored {
+        None => Verdict::Apply,
+        Some(s) if s.deleted => Verdict::UserDeleted,
+        Some(s) => compare(s.version, version),
+    }
+}
+
+/// `user.deleted` at `version` against the stored user item. A live user always loses to the
+/// tombstone; between tombstones the higher version stays, so the result does not depend on the
+/// order in which two deletions of one user arrive.
+pub fn user_tombstone(stored: Option<Stored>, version: u64) -> Verdict {
+    match stored {
+        Some(s) if s.deleted => compare(s.version, version),
+        _ => Verdict::Apply,
+    }
+}
+
+/// A session event against the user's state and the stored session item.
+pub fn session_upsert(
+    user_deleted: bool,
+    stored: Option<Stored>,
+    version: u64,
+    terminal: bool,
+) -> Verdict {
+    if user_deleted {
+        return Verdict::UserDeleted;
+    }
+    match stored {
+        None => Verdict::Apply,
+        Some(s) if s.terminal && !terminal => Verdict::Stale,
+        Some(s) if !s.terminal && terminal => Verdict::Apply,
+        Some(s) => compare(s.version, version),
+    }
+}
+
+fn compare(stored: u64, incoming: u64) -> Verdict {
+    match incoming.cmp(&stored) {
+        std::cmp::Ordering::Greater => Verdict::Apply,
+        std::cmp::Ordering::Equal => Verdict::Duplicate,
+        std::cmp::Ordering::Less => Verdict::Stale,
+    }
+}
+
+/// The same rules as DynamoDB condition expressions. Each holds exactly when its function above
+/// returns [`Verdict::Apply`]. Attribute names go through placeholders (`status` is reserved).
+pub mod condition {
+    /// The placeholders every expression may use, and the attributes they stand for.
+    pub const NAMES: [(&str, &str); 4] = [
+        ("#pk", "pk"),
+        ("#version", "version"),
+        ("#deleted", "deleted"),
+        ("#status", "status"),
+    ];
+
+    /// Placeholders for the terminal statuses, in the order of `TERMINAL_SESSION_STATUSES`.
+    pub const TERMINAL_VALUES: [&str; 6] = [
+        ":ended",
+        ":removed",
+        ":revoked",
+        ":expired",
+        ":abandoned",
+        ":replaced",
+    ];
+
+    /// The incoming version's placeholder.
+    pub const VERSION: &str = ":version";
+
+    /// [`super::user_upsert`]: no item yet, or a live one with a lower version.
+    pub const USER_UPSERT: &str =
+        "attribute_not_exists(#pk) OR (attribute_not_exists(#deleted) AND #version < :version)";
+
+    /// [`super::user_tombstone`]: anything but a tombstone of the same or a higher version.
+    pub const USER_TOMBSTONE: &str = "attribute_not_exists(#deleted) OR #version < :version";
+
+    /// The first half of [`super::session_upsert`], checked on the user item in the session's
+    /// transaction. A user that does not exist yet is not deleted.
+    pub const USER_NOT_DELETED: &str = "attribute_not_exists(#deleted)";
+
+    /// [`super::session_upsert`] for a live incoming status: no item yet, or a live one with a
+    /// lower version.
+    pub const LIVE_SESSION_UPSERT: &str = "attribute_not_exists(#pk) OR (NOT (#status IN (:ended, :removed, :revoked, :expired, :abandoned, :replaced)) AND #version < :version)";
+
+    /// [`super::session_upsert`] for a terminal incoming status: no item yet, a live one whatever
+    /// its version, or a terminal one with a lower version.
+    pub const TERMINAL_SESSION_UPSERT: &str = "attribute_not_exists(#pk) OR NOT (#status IN (:ended, :removed, :revoked, :expired, :abandoned, :replaced)) OR #version < :version";
+
+    /// The session condition for an incoming status.
+    pub fn session_upsert(terminal: bool) -> &'static str {
+        if terminal {
+            TERMINAL_SESSION_UPSERT
+        } else {
+            LIVE_SESSION_UPSERT
+        }
+    }
+
+    /// The placeholders an expression actually uses: DynamoDB refuses unused ones.
+    pub fn names_used_by(
+        expression: &str,
+    ) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+        NAMES
+            .into_iter()
+            .filter(move |(placeholder, _)| expression.contains(placeholder))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const fn user(version: u64) -> Option<Stored> {
+        Some(Stored {
+            version,
+            deleted: false,
+            terminal: false,
+        })
+    }
+    const fn tombstone(version: u64) -> Option<Stored> {
+        Some(Stored {
+            version,
+            deleted: true,
+            terminal: false,
+        })
+    }
+    const fn session(version: u64, terminal: bool) -> Option<Stored> {
+        Some(Stored {
+            version,
+            deleted: false,
+            terminal,
+        })
+    }
+
+    #[test]
+    fn version_prefers_updated_at() {
+        assert_eq!(
+            version(Some(1654012591835), Some(1654012599999)),
+            Some(1654012591835)
+        );
+    }
+
+    #[test]
+    fn version_falls_back_to_envelope_milliseconds() {
+        assert_eq!(version(None, Some(1661861640000)), Some(1661861640000));
+    }
+
+    #[test]
+    fn envelope_timestamp_in_seconds_is_normalized_to_milliseconds() {
+        assert_eq!(version(None, Some(1716883200)), Some(1716883200000));
+        assert_eq!(
+            version(None, Some(999_999_999_999)),
+            Some(999_999_999_999_000)
+        );
+        assert_eq!(
+            version(None, Some(1_000_000_000_000)),
+            Some(1_000_000_000_000)
+        );
+    }
+
+    #[test]
+    fn no_usable_version_is_none() {
+        assert_eq!(version(None, None), None);
+        assert_eq!(version(Some(0), Some(-5)), None);
+        assert_eq!(version(Some(-1), Some(1716883200)), Some(1716883200000));
+    }
+
+    #[test]
+    fn terminal_statuses() {
+        for s in TERMINAL_SESSION_STATUSES {
+            assert!(is_terminal(s), "{s}");
+        }
+        for s in ["active", "pending", "some_future_status"] {
+            assert!(!is_terminal(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn user_upsert_applies_to_a_new_user() {
+        assert_eq!(user_upsert(None, 5), Verdict::Apply);
+    }
+
+    #[test]
+    fn user_upsert_higher_version_wins() {
+        assert_eq!(user_upsert(user(4), 5), Verdict::Apply);
+        assert_eq!(user_upsert(user(6), 5), Verdict::Stale);
+    }
+
+    #[test]
+    fn user_upsert_equal_version_is_a_duplicate() {
+        assert_eq!(user_upsert(user(5), 5), Verdict::Duplicate);
+    }
+
+    #[test]
+    fn user_upsert_never_resurrects_a_tombstone() {
+        for v in [1, 5, u64::MAX] {
+            assert_eq!(user_upsert(tombstone(5), v), Verdict::UserDeleted);
+        }
+    }
+
+    #[test]
+    fn tombstone_beats_a_live_user_whatever_the_versions() {
+        assert_eq!(user_tombstone(user(100), 1), Verdict::Apply);
+        assert_eq!(user_tombstone(None, 1), Verdict::Apply);
+    }
+
+    #[test]
+    fn between_tombstones_the_higher_version_stays() {
+        assert_eq!(user_tombstone(tombstone(5), 6), Verdict::Apply);
+        assert_eq!(user_tombstone(tombstone(5), 5), Verdict::Duplicate);
+        assert_eq!(user_tombstone(tombstone(5), 4), Verdict::Stale);
+    }
+
+    #[test]
+    fn no_session_is_written_for_a_deleted_user() {
+        for terminal in [false, true] {
+            assert_eq!(
+                session_upsert(true, None, 9, terminal),
+                Verdict::UserDeleted
+            );
+            assert_eq!(
+                session_upsert(true, session(1, false), 9, terminal),
+                Verdict::UserDeleted
+            );
+        }
+    }
+
+    #[test]
+    fn terminal_session_beats_live_whatever_the_versions() {
+        assert_eq!(
+            session_upsert(false, session(10, false), 1, true),
+            Verdict::Apply
+        );
+        assert_eq!(
+            session_upsert(false, session(1, true), 10, false),
+            Verdict::Stale
+        );
+    }
+
+    #[test]
+    fn sessions_of_one_class_follow_versions() {
+        for terminal in [false, true] {
+            assert_eq!(
+                session_upsert(false, session(5, terminal), 6, terminal),
+                Verdict::Apply
+            );
+            assert_eq!(
+                session_upsert(false, session(5, terminal), 5, terminal),
+                Verdict::Duplicate
+            );
+            assert_eq!(
+                session_upsert(false, session(5, terminal), 4, terminal),
+                Verdict::Stale
+            );
+        }
+    }
+
+    #[test]
+    fn conditions_use_only_declared_placeholders() {
+        let all = [
+            condition::USER_UPSERT,
+            condition::USER_TOMBSTONE,
+            condition::USER_NOT_DELETED,
+            condition::LIVE_SESSION_UPSERT,
+            condition::TERMINAL_SESSION_UPSERT,
+        ];
+        for expression in all {
+            for word in expression
+                .split(|c: char| !(c.is_alphanumeric() || c == '#' || c == ':' || c == '_'))
+            {
+                if word.starts_with('#') {
+                    assert!(
+                        condition::NAMES.iter().any(|(p, _)| *p == word),
+                        "{word} in {expression}"
+                    );
+                }
+                if word.starts_with(':') {
+                    let declared =
+                        word == condition::VERSION || condition::TERMINAL_VALUES.contains(&word);
+                    assert!(declared, "{word} in {expression}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn terminal_placeholders_follow_the_status_list() {
+        for (placeholder, status) in condition::TERMINAL_VALUES
+            .iter()
+            .zip(TERMINAL_SESSION_STATUSES)
+        {
+            assert_eq!(&placeholder[1..], status);
+        }
+    }
+
+    /// One session's state in a table modelled in memory, to check the rules' algebra.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Offer {
+        User(u64),
+        Delete(u64),
+        Session { version: u64, terminal: bool },
+    }
+
+    #[derive(Debug, Default, Clone, PartialEq, Eq)]
+    struct Model {
+        user: Option<Stored>,
+        session: Option<Stored>,
+    }
+
+    impl Model {
+        fn offer(&mut self, offer: Offer) {
+            match offer {
+                Offer::User(v) => {
+                    if user_upsert(self.user, v) == Verdict::Apply {
+                        self.user = user(v);
+                    }
+                }
+                Offer::Delete(v) => {
+                    if user_tombstone(self.user, v) == Verdict::Apply {
+                        self.user = tombstone(v);
+                    }
+                    self.session = None;
+                }
+                Offer::Session { version, terminal } => {
+                    let deleted = self.user.is_some_and(|u| u.deleted);
+                    if session_upsert(deleted, self.session, version, terminal) == Verdict::Apply {
+                        self.session = session(version, terminal);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A history of offers, and the same offers each delivered one to three times, shuffled.
+    fn history_and_delivery() -> impl Strategy<Value = (Vec<Offer>, Vec<Offer>)> {
+        let offer = prop_oneof![
+            (1u64..20).prop_map(Offer::User),
+            (1u64..20).prop_map(Offer::Delete),
+            (1u64..20, any::<bool>())
+                .prop_map(|(version, terminal)| Offer::Session { version, terminal }),
+        ];
+        proptest::collection::vec((offer, 1usize..=3), 1..12).prop_flat_map(|history| {
+            let delivered: Vec<Offer> = history
+                .iter()
+                .flat_map(|(o, n)| std::iter::repeat_n(*o, *n))
+                .collect();
+            let history: Vec<Offer> = history.into_iter().map(|(o, _)| o).collect();
+            (Just(history), Just(delivered).prop_shuffle())
+        })
+    }
+
+    fn replay(offers: &[Offer]) -> Model {
+        let mut model = Model::default();
+        for o in offers {
+            model.offer(*o);
+        }
+        model
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// The rules are a merge that ignores order and repetition: any permutation of any
+        /// multiset of offers leaves the same state as the history in order.
+        #[test]
+        fn any_order_and_duplication_converge((history, delivered) in history_and_delivery()) {
+            prop_assert_eq!(replay(&delivered), replay(&history));
+        }
+    }
+}
