@@ -34,13 +34,9 @@ impl Config {
     /// Reads the configuration through `get` (the environment, or a map in tests).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let required = |name: &'static str| {
-            get(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-                .ok_or(ConfigError::Missing(name))
+            get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()).ok_or(ConfigError::Missing(name))
         };
-        let secrets = SigningSecret::parse_list(&required(SIGNING_SECRET_VAR)?)
-            .map_err(ConfigError::InvalidSecret)?;
+        let secrets = SigningSecret::parse_list(&required(SIGNING_SECRET_VAR)?).map_err(ConfigError::InvalidSecret)?;
         let table_name = required(TABLE_NAME_VAR)?;
         let store_clerk_data = match get(STORE_CLERK_DATA_VAR).as_deref().map(str::trim) {
             None | Some("") => true,
@@ -48,11 +44,7 @@ impl Config {
             Some(v) if v.eq_ignore_ascii_case("false") => false,
             Some(_) => return Err(ConfigError::NotABoolean(STORE_CLERK_DATA_VAR)),
         };
-        Ok(Self {
-            secrets,
-            table_name,
-            store_clerk_data,
-        })
+        Ok(Self { secrets, table_name, store_clerk_data })
     }
 }
 
@@ -64,10 +56,7 @@ mod tests {
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
     fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|name| vars.get(name).cloned())
     }
 
@@ -88,14 +77,8 @@ mod tests {
 
     #[test]
     fn missing_values_are_named() {
-        assert_eq!(
-            load(&[(TABLE_NAME_VAR, "t")]).unwrap_err(),
-            ConfigError::Missing(SIGNING_SECRET_VAR)
-        );
-        assert_eq!(
-            load(&[(SIGNING_SECRET_VAR, SECRET)]).unwrap_err(),
-            ConfigError::Missing(TABLE_NAME_VAR)
-        );
+        assert_eq!(load(&[(TABLE_NAME_VAR, "t")]).unwrap_err(), ConfigError::Missing(SIGNING_SECRET_VAR));
+        assert_eq!(load(&[(SIGNING_SECRET_VAR, SECRET)]).unwrap_err(), ConfigError::Missing(TABLE_NAME_VAR));
         assert_eq!(
             load(&[(SIGNING_SECRET_VAR, " "), (TABLE_NAME_VAR, "t")]).unwrap_err(),
             ConfigError::Missing(SIGNING_SECRET_VAR)
@@ -104,31 +87,16 @@ mod tests {
 
     #[test]
     fn invalid_secret_is_refused_without_showing_it() {
-        let error = load(&[
-            (SIGNING_SECRET_VAR, "whsec_%%%secret%%%"),
-            (TABLE_NAME_VAR, "t"),
-        ])
-        .unwrap_err();
+        let error = load(&[(SIGNING_SECRET_VAR, "whsec_%%%secret%%%"), (TABLE_NAME_VAR, "t")]).unwrap_err();
         assert_eq!(error, ConfigError::InvalidSecret(SecretError::NotBase64));
         assert!(!error.to_string().contains("secret%%%"));
     }
 
     #[test]
     fn clerk_data_can_be_turned_off() {
-        let config = load(&[
-            (SIGNING_SECRET_VAR, SECRET),
-            (TABLE_NAME_VAR, "t"),
-            (STORE_CLERK_DATA_VAR, "FALSE"),
-        ]);
+        let config = load(&[(SIGNING_SECRET_VAR, SECRET), (TABLE_NAME_VAR, "t"), (STORE_CLERK_DATA_VAR, "FALSE")]);
         assert!(!config.unwrap().store_clerk_data);
-        let config = load(&[
-            (SIGNING_SECRET_VAR, SECRET),
-            (TABLE_NAME_VAR, "t"),
-            (STORE_CLERK_DATA_VAR, "no"),
-        ]);
-        assert_eq!(
-            config.unwrap_err(),
-            ConfigError::NotABoolean(STORE_CLERK_DATA_VAR)
-        );
+        let config = load(&[(SIGNING_SECRET_VAR, SECRET), (TABLE_NAME_VAR, "t"), (STORE_CLERK_DATA_VAR, "no")]);
+        assert_eq!(config.unwrap_err(), ConfigError::NotABoolean(STORE_CLERK_DATA_VAR));
     }
 }

@@ -26,10 +26,7 @@ pub enum EventKind<'a> {
     /// `user.deleted`: only the id survives in Clerk's payload.
     UserDeleted { user_id: String },
     /// Any `session.*` event carrying a session object.
-    SessionUpsert {
-        session: Session,
-        data: &'a RawValue,
-    },
+    SessionUpsert { session: Session, data: &'a RawValue },
     /// Every other type: acknowledged, not written.
     Ignored,
 }
@@ -121,11 +118,7 @@ pub enum ParseError {
     #[error("the body is not a Clerk event: {0}")]
     NotAnEvent(String),
     #[error("the {event_type} event's data is not a valid {object}: {reason}")]
-    InvalidObject {
-        event_type: String,
-        object: &'static str,
-        reason: String,
-    },
+    InvalidObject { event_type: String, object: &'static str, reason: String },
     #[error("the {0} id is not a Clerk id")]
     InvalidId(&'static str),
 }
@@ -159,11 +152,7 @@ pub fn parse<'a>(delivery: &Verified<'a>) -> Result<Event<'a>, ParseError> {
     let data = envelope.data;
     let object = |name: &'static str| {
         let event_type = envelope.event_type.clone();
-        move |e: serde_json::Error| ParseError::InvalidObject {
-            event_type,
-            object: name,
-            reason: safe_reason(&e),
-        }
+        move |e: serde_json::Error| ParseError::InvalidObject { event_type, object: name, reason: safe_reason(&e) }
     };
     let kind = match envelope.event_type.as_str() {
         "user.created" | "user.updated" => {
@@ -172,18 +161,14 @@ pub fn parse<'a>(delivery: &Verified<'a>) -> Result<Event<'a>, ParseError> {
             EventKind::UserUpsert { user, data }
         }
         "user.deleted" => {
-            let deleted: DeletedObject =
-                serde_json::from_str(data.get()).map_err(object("user"))?;
+            let deleted: DeletedObject = serde_json::from_str(data.get()).map_err(object("user"))?;
             check_id(&deleted.id, "user")?;
-            EventKind::UserDeleted {
-                user_id: deleted.id,
-            }
+            EventKind::UserDeleted { user_id: deleted.id }
         }
         t if t.starts_with("session.") => {
             let tag: ObjectTag = serde_json::from_str(data.get()).map_err(object("session"))?;
             if tag.object.as_deref() == Some("session") {
-                let session: Session =
-                    serde_json::from_str(data.get()).map_err(object("session"))?;
+                let session: Session = serde_json::from_str(data.get()).map_err(object("session"))?;
                 check_id(&session.id, "session")?;
                 check_id(&session.user_id, "user")?;
                 EventKind::SessionUpsert { session, data }
@@ -193,35 +178,21 @@ pub fn parse<'a>(delivery: &Verified<'a>) -> Result<Event<'a>, ParseError> {
         }
         _ => EventKind::Ignored,
     };
-    Ok(Event {
-        event_type: envelope.event_type,
-        timestamp: envelope.timestamp,
-        kind,
-    })
+    Ok(Event { event_type: envelope.event_type, timestamp: envelope.timestamp, kind })
 }
 
 /// Clerk ids are a prefix, an underscore and base62 (`user_29w83sxmDNGwOuEthce5gg56FcC`). They
 /// become part of DynamoDB keys, so anything else (empty, `#`, control characters) is refused.
 fn check_id(id: &str, what: &'static str) -> Result<(), ParseError> {
-    let valid = !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if valid {
-        Ok(())
-    } else {
-        Err(ParseError::InvalidId(what))
-    }
+    let valid =
+        !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if valid { Ok(()) } else { Err(ParseError::InvalidId(what)) }
 }
 
 fn envelope_error(e: serde_json::Error) -> ParseError {
     match e.classify() {
         serde_json::error::Category::Data => ParseError::NotAnEvent(safe_reason(&e)),
-        _ => ParseError::NotJson {
-            line: e.line(),
-            column: e.column(),
-        },
+        _ => ParseError::NotJson { line: e.line(), column: e.column() },
     }
 }
 
@@ -230,17 +201,9 @@ fn envelope_error(e: serde_json::Error) -> ParseError {
 fn safe_reason(e: &serde_json::Error) -> String {
     let message = e.to_string();
     if message.starts_with("missing field") {
-        message
-            .split(" at line")
-            .next()
-            .unwrap_or("missing field")
-            .to_owned()
+        message.split(" at line").next().unwrap_or("missing field").to_owned()
     } else {
-        format!(
-            "a field has the wrong type or value (line {}, column {})",
-            e.line(),
-            e.column()
-        )
+        format!("a field has the wrong type or value (line {}, column {})", e.line(), e.column())
     }
 }
 
@@ -263,9 +226,8 @@ mod tests {
         headers.insert("svix-timestamp", HeaderValue::from_static("1700000000"));
         let signature = secret.sign("msg_1", 1700000000, body.as_bytes());
         headers.insert("svix-signature", HeaderValue::from_str(&signature).unwrap());
-        let verified = Verifier::new(vec![secret])
-            .verify(Unverified::new(headers, body.as_bytes()), 1700000000)
-            .unwrap();
+        let verified =
+            Verifier::new(vec![secret]).verify(Unverified::new(headers, body.as_bytes()), 1700000000).unwrap();
         parse(&verified)
     }
 
@@ -274,9 +236,7 @@ mod tests {
         let event = parse_body(USER_CREATED).unwrap();
         assert_eq!(event.event_type, "user.created");
         assert_eq!(event.timestamp, Some(1654012591835));
-        let EventKind::UserUpsert { user, data } = event.kind else {
-            panic!("not a user upsert")
-        };
+        let EventKind::UserUpsert { user, data } = event.kind else { panic!("not a user upsert") };
         assert_eq!(user.id, "user_29w83sxmDNGwOuEthce5gg56FcC");
         assert_eq!(user.primary_email().as_deref(), Some("example@example.org"));
         assert_eq!(user.first_name.as_deref(), Some("Example"));
@@ -289,21 +249,14 @@ mod tests {
     fn primary_email_is_resolved_by_id_and_lowercased() {
         let body = r#"{"type":"user.updated","timestamp":1,"data":{"id":"user_1","primary_email_address_id":"idn_2",
             "email_addresses":[{"id":"idn_1","email_address":"other@example.org"},{"id":"idn_2","email_address":"Jane.Doe@Example.ORG"}]}}"#;
-        let EventKind::UserUpsert { user, .. } = parse_body(body).unwrap().kind else {
-            panic!()
-        };
-        assert_eq!(
-            user.primary_email().as_deref(),
-            Some("jane.doe@example.org")
-        );
+        let EventKind::UserUpsert { user, .. } = parse_body(body).unwrap().kind else { panic!() };
+        assert_eq!(user.primary_email().as_deref(), Some("jane.doe@example.org"));
     }
 
     #[test]
     fn user_without_primary_email_has_none() {
         let body = r#"{"type":"user.updated","data":{"id":"user_1","primary_email_address_id":null,"email_addresses":[{"id":"idn_1","email_address":"a@b.c"}]}}"#;
-        let EventKind::UserUpsert { user, .. } = parse_body(body).unwrap().kind else {
-            panic!()
-        };
+        let EventKind::UserUpsert { user, .. } = parse_body(body).unwrap().kind else { panic!() };
         assert_eq!(user.primary_email(), None);
     }
 
@@ -311,9 +264,7 @@ mod tests {
     fn unknown_and_null_fields_never_fail() {
         let body = r#"{"type":"user.updated","data":{"id":"user_1","has_image":true,"banned":false,"passkeys":[],
             "first_name":null,"email_addresses":null,"public_metadata":null,"brand_new":{"x":[1,2]}},"event_attributes":{}}"#;
-        let EventKind::UserUpsert { user, .. } = parse_body(body).unwrap().kind else {
-            panic!()
-        };
+        let EventKind::UserUpsert { user, .. } = parse_body(body).unwrap().kind else { panic!() };
         assert_eq!(user.first_name, None);
         assert_eq!(user.public_metadata, None);
     }
@@ -321,19 +272,14 @@ mod tests {
     #[test]
     fn user_deleted_parses_its_id() {
         let event = parse_body(USER_DELETED).unwrap();
-        let EventKind::UserDeleted { user_id } = event.kind else {
-            panic!()
-        };
+        let EventKind::UserDeleted { user_id } = event.kind else { panic!() };
         assert_eq!(user_id, "user_29wBMCtzATuFJut8jO2VNTVekS4");
         assert_eq!(event.timestamp, Some(1661861640000));
     }
 
     #[test]
     fn session_created_parses() {
-        let EventKind::SessionUpsert { session, .. } = parse_body(SESSION_CREATED).unwrap().kind
-        else {
-            panic!()
-        };
+        let EventKind::SessionUpsert { session, .. } = parse_body(SESSION_CREATED).unwrap().kind else { panic!() };
         assert_eq!(session.id, "sess_29wBYxnMCQU2KIs6V3ZPOJCPUXx");
         assert_eq!(session.user_id, "user_29wBMCtzATuFJut8jO2VNTVekS4");
         assert_eq!(session.status, "active");
@@ -342,13 +288,7 @@ mod tests {
 
     #[test]
     fn every_session_type_with_a_session_object_is_an_upsert() {
-        for t in [
-            "session.pending",
-            "session.ended",
-            "session.removed",
-            "session.revoked",
-            "session.future_kind",
-        ] {
+        for t in ["session.pending", "session.ended", "session.removed", "session.revoked", "session.future_kind"] {
             let body = SESSION_CREATED.replace("session.created", t);
             let kind = parse_body(&body).unwrap().kind;
             assert!(matches!(kind, EventKind::SessionUpsert { .. }), "{t}");
@@ -368,41 +308,25 @@ mod tests {
             r#"{"type":"email.created","data":[1,2,3]}"#,
             r#"{"type":"brand.new.type","data":null}"#,
         ] {
-            assert!(
-                matches!(parse_body(body).unwrap().kind, EventKind::Ignored),
-                "{body}"
-            );
+            assert!(matches!(parse_body(body).unwrap().kind, EventKind::Ignored), "{body}");
         }
     }
 
     #[test]
     fn non_json_body_is_a_parse_error_with_a_position() {
-        assert_eq!(
-            parse_body("{not json").unwrap_err(),
-            ParseError::NotJson { line: 1, column: 2 }
-        );
+        assert_eq!(parse_body("{not json").unwrap_err(), ParseError::NotJson { line: 1, column: 2 });
     }
 
     #[test]
     fn json_that_is_not_an_event_is_refused() {
-        for body in [
-            r#"{"test": 2432232314}"#,
-            r#"[1]"#,
-            r#"{"type":"user.created"}"#,
-        ] {
-            assert!(
-                matches!(parse_body(body).unwrap_err(), ParseError::NotAnEvent(_)),
-                "{body}"
-            );
+        for body in [r#"{"test": 2432232314}"#, r#"[1]"#, r#"{"type":"user.created"}"#] {
+            assert!(matches!(parse_body(body).unwrap_err(), ParseError::NotAnEvent(_)), "{body}");
         }
     }
 
     #[test]
     fn session_missing_user_id_is_refused_naming_the_field() {
-        let body = SESSION_CREATED.replace(
-            r#""user_id":"user_29wBMCtzATuFJut8jO2VNTVekS4""#,
-            r#""x":1"#,
-        );
+        let body = SESSION_CREATED.replace(r#""user_id":"user_29wBMCtzATuFJut8jO2VNTVekS4""#, r#""x":1"#);
         let error = parse_body(&body).unwrap_err();
         assert_eq!(
             error.to_string(),
@@ -421,15 +345,8 @@ mod tests {
     #[test]
     fn ids_that_cannot_be_clerk_ids_are_refused() {
         for id in ["", "user#1", "user 1", "user_\u{7}"] {
-            let body = format!(
-                r#"{{"type":"user.deleted","data":{{"id":{}}}}}"#,
-                serde_json::to_string(id).unwrap()
-            );
-            assert_eq!(
-                parse_body(&body).unwrap_err(),
-                ParseError::InvalidId("user"),
-                "{id:?}"
-            );
+            let body = format!(r#"{{"type":"user.deleted","data":{{"id":{}}}}}"#, serde_json::to_string(id).unwrap());
+            assert_eq!(parse_body(&body).unwrap_err(), ParseError::InvalidId("user"), "{id:?}");
         }
     }
 }

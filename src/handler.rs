@@ -38,9 +38,7 @@ impl App {
         Self {
             verifier: Verifier::new(config.secrets),
             store,
-            options: Options {
-                store_clerk_data: config.store_clerk_data,
-            },
+            options: Options { store_clerk_data: config.store_clerk_data },
         }
     }
 
@@ -52,9 +50,7 @@ impl App {
 
     /// Answers one delivery at the current time.
     pub async fn handle(&self, request: Request) -> Response<Body> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         self.handle_at(request, now).await
     }
 
@@ -72,52 +68,33 @@ impl App {
             return log.refused(error(StatusCode::NOT_FOUND, "not found"), "unknown path");
         }
         if request.method() != Method::POST {
-            let mut answer = error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed: use POST",
-            );
-            answer
-                .headers_mut()
-                .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+            let mut answer = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: use POST");
+            answer.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST"));
             return log.refused(answer, "method not allowed");
         }
         let body: &[u8] = request.body().as_ref();
         if body.len() > MAX_BODY_BYTES {
             let message = format!("body is larger than {MAX_BODY_BYTES} bytes");
-            return log.refused(
-                error(StatusCode::PAYLOAD_TOO_LARGE, &message),
-                "body too large",
-            );
+            return log.refused(error(StatusCode::PAYLOAD_TOO_LARGE, &message), "body too large");
         }
         if !is_json(request) {
-            let answer = error(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "content-type must be application/json",
-            );
+            let answer = error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "content-type must be application/json");
             return log.refused(answer, "not json");
         }
 
         let delivery = Unverified::new(request.headers(), body);
-        log.svix_id = delivery
-            .claimed_id()
-            .map(|id| id.chars().take(64).collect());
+        log.svix_id = delivery.claimed_id().map(|id| id.chars().take(64).collect());
         let verified = match self.verifier.verify(delivery, now) {
             Ok(verified) => verified,
             Err(e) => {
-                return log.refused(
-                    error(StatusCode::UNAUTHORIZED, "webhook verification failed"),
-                    &e.to_string(),
-                );
+                return log.refused(error(StatusCode::UNAUTHORIZED, "webhook verification failed"), &e.to_string());
             }
         };
 
         let event = match event::parse(&verified) {
             Ok(event) => event,
             Err(e) => {
-                return log.refused(
-                    error(StatusCode::BAD_REQUEST, &e.to_string()),
-                    &e.to_string(),
-                );
+                return log.refused(error(StatusCode::BAD_REQUEST, &e.to_string()), &e.to_string());
             }
         };
         log.event_type = Some(event.event_type.clone());
@@ -129,10 +106,7 @@ impl App {
                 return log.answered(outcome("ignored", &event.event_type, None, &event.kind));
             }
             Err(e) => {
-                return log.refused(
-                    error(StatusCode::BAD_REQUEST, &e.to_string()),
-                    &e.to_string(),
-                );
+                return log.refused(error(StatusCode::BAD_REQUEST, &e.to_string()), &e.to_string());
             }
         };
         log.version = Some(write.version());
@@ -140,31 +114,17 @@ impl App {
         match tokio::time::timeout(STORE_DEADLINE, self.store.apply(&write)).await {
             Ok(Ok(applied)) => {
                 log.outcome = Some(verdict_name(applied.verdict));
-                log.sessions_removed = matches!(event.kind, EventKind::UserDeleted { .. })
-                    .then_some(applied.sessions_removed);
-                log.answered(outcome(
-                    verdict_name(applied.verdict),
-                    &event.event_type,
-                    Some(applied),
-                    &event.kind,
-                ))
+                log.sessions_removed =
+                    matches!(event.kind, EventKind::UserDeleted { .. }).then_some(applied.sessions_removed);
+                log.answered(outcome(verdict_name(applied.verdict), &event.event_type, Some(applied), &event.kind))
             }
             Ok(Err(e)) => {
-                let status = if e.is_transient() {
-                    StatusCode::SERVICE_UNAVAILABLE
-                } else {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                };
-                log.refused(
-                    error(status, "the event could not be stored; retry later"),
-                    &e.to_string(),
-                )
+                let status =
+                    if e.is_transient() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::INTERNAL_SERVER_ERROR };
+                log.refused(error(status, "the event could not be stored; retry later"), &e.to_string())
             }
             Err(_) => log.refused(
-                error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the event could not be stored in time; retry later",
-                ),
+                error(StatusCode::SERVICE_UNAVAILABLE, "the event could not be stored in time; retry later"),
                 "DynamoDB did not answer within the deadline",
             ),
         }
@@ -189,12 +149,7 @@ fn verdict_name(verdict: Verdict) -> &'static str {
     }
 }
 
-fn outcome(
-    name: &'static str,
-    event_type: &str,
-    applied: Option<Applied>,
-    kind: &EventKind<'_>,
-) -> Response<Body> {
+fn outcome(name: &'static str, event_type: &str, applied: Option<Applied>, kind: &EventKind<'_>) -> Response<Body> {
     let mut body = json!({ "outcome": name, "type": event_type });
     if let Some(id) = kind.object_id() {
         body["id"] = json!(id);
@@ -212,10 +167,7 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
 fn respond(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
     let mut response = Response::new(Body::Text(body.to_string()));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     response
 }
 

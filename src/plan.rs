@@ -132,16 +132,11 @@ pub enum PlanError {
 /// Decides what an event writes: `None` for types we do not store (acknowledged, so Svix stops
 /// retrying them).
 pub fn plan(event: &Event<'_>, options: Options) -> Result<Option<Write>, PlanError> {
-    let version = |updated_at: Option<i64>| {
-        rules::version(updated_at, event.timestamp).ok_or(PlanError::NoVersion)
-    };
+    let version = |updated_at: Option<i64>| rules::version(updated_at, event.timestamp).ok_or(PlanError::NoVersion);
     Ok(match &event.kind {
         EventKind::UserUpsert { user, data } => {
             let version = version(user.updated_at)?;
-            let data = options
-                .store_clerk_data
-                .then(|| raw_object(data.get(), &[]))
-                .transpose()?;
+            let data = options.store_clerk_data.then(|| raw_object(data.get(), &[])).transpose()?;
             Some(Write::UpsertUser(user_item(user, version, data)))
         }
         EventKind::UserDeleted { user_id } => Some(Write::DeleteUser(Tombstone {
@@ -155,10 +150,7 @@ pub fn plan(event: &Event<'_>, options: Options) -> Result<Option<Write>, PlanEr
             let version = version(session.updated_at)?;
             // Newer session payloads embed the whole user: it lives in the user item, and keeping a
             // copy here would leave personal data behind that user.deleted does not reach.
-            let data = options
-                .store_clerk_data
-                .then(|| raw_object(data.get(), &["user"]))
-                .transpose()?;
+            let data = options.store_clerk_data.then(|| raw_object(data.get(), &["user"])).transpose()?;
             Some(Write::UpsertSession(session_item(session, version, data)))
         }
         EventKind::Ignored => None,
@@ -204,8 +196,7 @@ fn session_item(session: &Session, version: u64, data: Option<Value>) -> Session
 
 /// The raw Clerk object as a JSON map, without the `dropped` fields.
 fn raw_object(raw: &str, dropped: &[&str]) -> Result<Value, PlanError> {
-    let mut object: Map<String, Value> =
-        serde_json::from_str(raw).map_err(|_| PlanError::InvalidData)?;
+    let mut object: Map<String, Value> = serde_json::from_str(raw).map_err(|_| PlanError::InvalidData)?;
     for field in dropped {
         object.remove(*field);
     }
@@ -219,12 +210,8 @@ mod tests {
     use serde_json::json;
     use serde_json::value::RawValue;
 
-    const KEEP: Options = Options {
-        store_clerk_data: true,
-    };
-    const DROP: Options = Options {
-        store_clerk_data: false,
-    };
+    const KEEP: Options = Options { store_clerk_data: true };
+    const DROP: Options = Options { store_clerk_data: false };
 
     fn raw(value: &Value) -> Box<RawValue> {
         RawValue::from_string(value.to_string()).unwrap()
@@ -232,20 +219,12 @@ mod tests {
 
     fn user_event<'a>(data: &'a RawValue, event_type: &str, timestamp: Option<i64>) -> Event<'a> {
         let user: User = serde_json::from_str(data.get()).unwrap();
-        Event {
-            event_type: event_type.into(),
-            timestamp,
-            kind: EventKind::UserUpsert { user, data },
-        }
+        Event { event_type: event_type.into(), timestamp, kind: EventKind::UserUpsert { user, data } }
     }
 
     fn session_event<'a>(data: &'a RawValue, timestamp: Option<i64>) -> Event<'a> {
         let session: Session = serde_json::from_str(data.get()).unwrap();
-        Event {
-            event_type: "session.created".into(),
-            timestamp,
-            kind: EventKind::SessionUpsert { session, data },
-        }
+        Event { event_type: "session.created".into(), timestamp, kind: EventKind::SessionUpsert { session, data } }
     }
 
     fn jane() -> Value {
@@ -261,19 +240,14 @@ mod tests {
     #[test]
     fn user_event_becomes_a_user_item_keyed_by_id() {
         let data = raw(&jane());
-        let Some(Write::UpsertUser(item)) =
-            plan(&user_event(&data, "user.created", Some(99)), KEEP).unwrap()
-        else {
+        let Some(Write::UpsertUser(item)) = plan(&user_event(&data, "user.created", Some(99)), KEEP).unwrap() else {
             panic!()
         };
         assert_eq!((item.pk.as_str(), item.sk), ("USER#user_1", "USER"));
         assert_eq!(item.email.as_deref(), Some("jane@example.org"));
         assert_eq!(item.first_name.as_deref(), Some("Jane"));
         assert_eq!(item.username, None);
-        assert_eq!(
-            (item.created_at, item.updated_at, item.last_sign_in_at),
-            (Some(10), Some(20), Some(15))
-        );
+        assert_eq!((item.created_at, item.updated_at, item.last_sign_in_at), (Some(10), Some(20), Some(15)));
         assert_eq!(Value::Object(item.public_metadata), json!({"plan": "pro"}));
         assert_eq!(item.version, 20, "updated_at is the version");
         assert_eq!(item.data, Some(jane()));
@@ -282,9 +256,7 @@ mod tests {
     #[test]
     fn clerk_data_can_be_left_out() {
         let data = raw(&jane());
-        let Some(Write::UpsertUser(item)) =
-            plan(&user_event(&data, "user.updated", None), DROP).unwrap()
-        else {
+        let Some(Write::UpsertUser(item)) = plan(&user_event(&data, "user.updated", None), DROP).unwrap() else {
             panic!()
         };
         assert_eq!(item.data, None);
@@ -293,9 +265,7 @@ mod tests {
     #[test]
     fn missing_public_metadata_is_an_empty_map() {
         let data = raw(&json!({"id": "user_1", "updated_at": 5, "public_metadata": null}));
-        let Some(Write::UpsertUser(item)) =
-            plan(&user_event(&data, "user.updated", None), KEEP).unwrap()
-        else {
+        let Some(Write::UpsertUser(item)) = plan(&user_event(&data, "user.updated", None), KEEP).unwrap() else {
             panic!()
         };
         assert!(item.public_metadata.is_empty());
@@ -304,10 +274,7 @@ mod tests {
     #[test]
     fn user_without_any_version_cannot_be_planned() {
         let data = raw(&json!({"id": "user_1"}));
-        assert_eq!(
-            plan(&user_event(&data, "user.updated", None), KEEP),
-            Err(PlanError::NoVersion)
-        );
+        assert_eq!(plan(&user_event(&data, "user.updated", None), KEEP), Err(PlanError::NoVersion));
     }
 
     #[test]
@@ -316,17 +283,10 @@ mod tests {
             let event = Event {
                 event_type: "user.deleted".into(),
                 timestamp: Some(timestamp),
-                kind: EventKind::UserDeleted {
-                    user_id: "user_1".into(),
-                },
+                kind: EventKind::UserDeleted { user_id: "user_1".into() },
             };
-            let expected = Tombstone {
-                pk: "USER#user_1".into(),
-                sk: "USER",
-                id: "user_1".into(),
-                deleted: true,
-                version,
-            };
+            let expected =
+                Tombstone { pk: "USER#user_1".into(), sk: "USER", id: "user_1".into(), deleted: true, version };
             assert_eq!(plan(&event, KEEP), Ok(Some(Write::DeleteUser(expected))));
         }
     }
@@ -339,57 +299,30 @@ mod tests {
             "user": {"id": "user_1", "first_name": "Jane", "email_addresses": [{"email_address": "jane@example.org"}]}
         });
         let data = raw(&value);
-        let Some(Write::UpsertSession(item)) = plan(&session_event(&data, Some(1)), KEEP).unwrap()
-        else {
-            panic!()
-        };
-        assert_eq!(
-            (item.pk.as_str(), item.sk.as_str()),
-            ("USER#user_1", "SESSION#sess_1")
-        );
+        let Some(Write::UpsertSession(item)) = plan(&session_event(&data, Some(1)), KEEP).unwrap() else { panic!() };
+        assert_eq!((item.pk.as_str(), item.sk.as_str()), ("USER#user_1", "SESSION#sess_1"));
         assert_eq!((item.status.as_str(), item.version), ("ended", 7));
         assert!(item.is_terminal());
-        assert_eq!(
-            (item.expire_at, item.abandon_at, item.last_active_at),
-            (Some(100), Some(200), Some(6))
-        );
+        assert_eq!((item.expire_at, item.abandon_at, item.last_active_at), (Some(100), Some(200), Some(6)));
         let stored = item.data.unwrap();
-        assert_eq!(
-            stored.get("user"),
-            None,
-            "the embedded user is not copied into the session"
-        );
+        assert_eq!(stored.get("user"), None, "the embedded user is not copied into the session");
         assert_eq!(stored["client_id"], "client_1");
     }
 
     #[test]
     fn ignored_events_plan_nothing() {
-        let event = Event {
-            event_type: "email.created".into(),
-            timestamp: None,
-            kind: EventKind::Ignored,
-        };
+        let event = Event { event_type: "email.created".into(), timestamp: None, kind: EventKind::Ignored };
         assert_eq!(plan(&event, KEEP), Ok(None));
     }
 
     #[test]
     fn items_serialize_without_absent_fields() {
         let data = raw(&json!({"id": "user_1", "updated_at": 5}));
-        let Some(Write::UpsertUser(item)) =
-            plan(&user_event(&data, "user.updated", None), DROP).unwrap()
-        else {
+        let Some(Write::UpsertUser(item)) = plan(&user_event(&data, "user.updated", None), DROP).unwrap() else {
             panic!()
         };
         let attributes = serde_json::to_value(&item).unwrap();
-        let keys: Vec<&str> = attributes
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
-        assert_eq!(
-            keys,
-            ["id", "pk", "public_metadata", "sk", "updated_at", "version"]
-        );
+        let keys: Vec<&str> = attributes.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["id", "pk", "public_metadata", "sk", "updated_at", "version"]);
     }
 }

@@ -13,14 +13,7 @@
 //! 4. Otherwise the higher version wins; an equal version is a duplicate and changes nothing.
 
 /// Session statuses after which a session can never be live again.
-pub const TERMINAL_SESSION_STATUSES: [&str; 6] = [
-    "ended",
-    "removed",
-    "revoked",
-    "expired",
-    "abandoned",
-    "replaced",
-];
+pub const TERMINAL_SESSION_STATUSES: [&str; 6] = ["ended", "removed", "revoked", "expired", "abandoned", "replaced"];
 
 /// Below this an envelope timestamp is in seconds (Clerk's docs say ms; some of its examples use s).
 const SECONDS_THRESHOLD: i64 = 1_000_000_000_000;
@@ -37,11 +30,7 @@ pub fn version(updated_at: Option<i64>, envelope_timestamp: Option<i64>) -> Opti
     let positive = |v: i64| u64::try_from(v).ok().filter(|v| *v > 0);
     updated_at.and_then(positive).or_else(|| {
         let ts = envelope_timestamp.and_then(positive)?;
-        if ts < SECONDS_THRESHOLD as u64 {
-            ts.checked_mul(1000)
-        } else {
-            Some(ts)
-        }
+        if ts < SECONDS_THRESHOLD as u64 { ts.checked_mul(1000) } else { Some(ts) }
     })
 }
 
@@ -88,12 +77,7 @@ pub fn user_tombstone(stored: Option<Stored>, version: u64) -> Verdict {
 }
 
 /// A session event against the user's state and the stored session item.
-pub fn session_upsert(
-    user_deleted: bool,
-    stored: Option<Stored>,
-    version: u64,
-    terminal: bool,
-) -> Verdict {
+pub fn session_upsert(user_deleted: bool, stored: Option<Stored>, version: u64, terminal: bool) -> Verdict {
     if user_deleted {
         return Verdict::UserDeleted;
     }
@@ -117,22 +101,11 @@ fn compare(stored: u64, incoming: u64) -> Verdict {
 /// returns [`Verdict::Apply`]. Attribute names go through placeholders (`status` is reserved).
 pub mod condition {
     /// The placeholders every expression may use, and the attributes they stand for.
-    pub const NAMES: [(&str, &str); 4] = [
-        ("#pk", "pk"),
-        ("#version", "version"),
-        ("#deleted", "deleted"),
-        ("#status", "status"),
-    ];
+    pub const NAMES: [(&str, &str); 4] =
+        [("#pk", "pk"), ("#version", "version"), ("#deleted", "deleted"), ("#status", "status")];
 
     /// Placeholders for the terminal statuses, in the order of `TERMINAL_SESSION_STATUSES`.
-    pub const TERMINAL_VALUES: [&str; 6] = [
-        ":ended",
-        ":removed",
-        ":revoked",
-        ":expired",
-        ":abandoned",
-        ":replaced",
-    ];
+    pub const TERMINAL_VALUES: [&str; 6] = [":ended", ":removed", ":revoked", ":expired", ":abandoned", ":replaced"];
 
     /// The incoming version's placeholder.
     pub const VERSION: &str = ":version";
@@ -158,20 +131,12 @@ pub mod condition {
 
     /// The session condition for an incoming status.
     pub fn session_upsert(terminal: bool) -> &'static str {
-        if terminal {
-            TERMINAL_SESSION_UPSERT
-        } else {
-            LIVE_SESSION_UPSERT
-        }
+        if terminal { TERMINAL_SESSION_UPSERT } else { LIVE_SESSION_UPSERT }
     }
 
     /// The placeholders an expression actually uses: DynamoDB refuses unused ones.
-    pub fn names_used_by(
-        expression: &str,
-    ) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
-        NAMES
-            .into_iter()
-            .filter(move |(placeholder, _)| expression.contains(placeholder))
+    pub fn names_used_by(expression: &str) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+        NAMES.into_iter().filter(move |(placeholder, _)| expression.contains(placeholder))
     }
 }
 
@@ -181,33 +146,18 @@ mod tests {
     use proptest::prelude::*;
 
     const fn user(version: u64) -> Option<Stored> {
-        Some(Stored {
-            version,
-            deleted: false,
-            terminal: false,
-        })
+        Some(Stored { version, deleted: false, terminal: false })
     }
     const fn tombstone(version: u64) -> Option<Stored> {
-        Some(Stored {
-            version,
-            deleted: true,
-            terminal: false,
-        })
+        Some(Stored { version, deleted: true, terminal: false })
     }
     const fn session(version: u64, terminal: bool) -> Option<Stored> {
-        Some(Stored {
-            version,
-            deleted: false,
-            terminal,
-        })
+        Some(Stored { version, deleted: false, terminal })
     }
 
     #[test]
     fn version_prefers_updated_at() {
-        assert_eq!(
-            version(Some(1654012591835), Some(1654012599999)),
-            Some(1654012591835)
-        );
+        assert_eq!(version(Some(1654012591835), Some(1654012599999)), Some(1654012591835));
     }
 
     #[test]
@@ -218,14 +168,8 @@ mod tests {
     #[test]
     fn envelope_timestamp_in_seconds_is_normalized_to_milliseconds() {
         assert_eq!(version(None, Some(1716883200)), Some(1716883200000));
-        assert_eq!(
-            version(None, Some(999_999_999_999)),
-            Some(999_999_999_999_000)
-        );
-        assert_eq!(
-            version(None, Some(1_000_000_000_000)),
-            Some(1_000_000_000_000)
-        );
+        assert_eq!(version(None, Some(999_999_999_999)), Some(999_999_999_999_000));
+        assert_eq!(version(None, Some(1_000_000_000_000)), Some(1_000_000_000_000));
     }
 
     #[test]
@@ -284,44 +228,23 @@ mod tests {
     #[test]
     fn no_session_is_written_for_a_deleted_user() {
         for terminal in [false, true] {
-            assert_eq!(
-                session_upsert(true, None, 9, terminal),
-                Verdict::UserDeleted
-            );
-            assert_eq!(
-                session_upsert(true, session(1, false), 9, terminal),
-                Verdict::UserDeleted
-            );
+            assert_eq!(session_upsert(true, None, 9, terminal), Verdict::UserDeleted);
+            assert_eq!(session_upsert(true, session(1, false), 9, terminal), Verdict::UserDeleted);
         }
     }
 
     #[test]
     fn terminal_session_beats_live_whatever_the_versions() {
-        assert_eq!(
-            session_upsert(false, session(10, false), 1, true),
-            Verdict::Apply
-        );
-        assert_eq!(
-            session_upsert(false, session(1, true), 10, false),
-            Verdict::Stale
-        );
+        assert_eq!(session_upsert(false, session(10, false), 1, true), Verdict::Apply);
+        assert_eq!(session_upsert(false, session(1, true), 10, false), Verdict::Stale);
     }
 
     #[test]
     fn sessions_of_one_class_follow_versions() {
         for terminal in [false, true] {
-            assert_eq!(
-                session_upsert(false, session(5, terminal), 6, terminal),
-                Verdict::Apply
-            );
-            assert_eq!(
-                session_upsert(false, session(5, terminal), 5, terminal),
-                Verdict::Duplicate
-            );
-            assert_eq!(
-                session_upsert(false, session(5, terminal), 4, terminal),
-                Verdict::Stale
-            );
+            assert_eq!(session_upsert(false, session(5, terminal), 6, terminal), Verdict::Apply);
+            assert_eq!(session_upsert(false, session(5, terminal), 5, terminal), Verdict::Duplicate);
+            assert_eq!(session_upsert(false, session(5, terminal), 4, terminal), Verdict::Stale);
         }
     }
 
@@ -335,18 +258,12 @@ mod tests {
             condition::TERMINAL_SESSION_UPSERT,
         ];
         for expression in all {
-            for word in expression
-                .split(|c: char| !(c.is_alphanumeric() || c == '#' || c == ':' || c == '_'))
-            {
+            for word in expression.split(|c: char| !(c.is_alphanumeric() || c == '#' || c == ':' || c == '_')) {
                 if word.starts_with('#') {
-                    assert!(
-                        condition::NAMES.iter().any(|(p, _)| *p == word),
-                        "{word} in {expression}"
-                    );
+                    assert!(condition::NAMES.iter().any(|(p, _)| *p == word), "{word} in {expression}");
                 }
                 if word.starts_with(':') {
-                    let declared =
-                        word == condition::VERSION || condition::TERMINAL_VALUES.contains(&word);
+                    let declared = word == condition::VERSION || condition::TERMINAL_VALUES.contains(&word);
                     assert!(declared, "{word} in {expression}");
                 }
             }
@@ -355,10 +272,7 @@ mod tests {
 
     #[test]
     fn terminal_placeholders_follow_the_status_list() {
-        for (placeholder, status) in condition::TERMINAL_VALUES
-            .iter()
-            .zip(TERMINAL_SESSION_STATUSES)
-        {
+        for (placeholder, status) in condition::TERMINAL_VALUES.iter().zip(TERMINAL_SESSION_STATUSES) {
             assert_eq!(&placeholder[1..], status);
         }
     }
@@ -406,14 +320,10 @@ mod tests {
         let offer = prop_oneof![
             (1u64..20).prop_map(Offer::User),
             (1u64..20).prop_map(Offer::Delete),
-            (1u64..20, any::<bool>())
-                .prop_map(|(version, terminal)| Offer::Session { version, terminal }),
+            (1u64..20, any::<bool>()).prop_map(|(version, terminal)| Offer::Session { version, terminal }),
         ];
         proptest::collection::vec((offer, 1usize..=3), 1..12).prop_flat_map(|history| {
-            let delivered: Vec<Offer> = history
-                .iter()
-                .flat_map(|(o, n)| std::iter::repeat_n(*o, *n))
-                .collect();
+            let delivered: Vec<Offer> = history.iter().flat_map(|(o, n)| std::iter::repeat_n(*o, *n)).collect();
             let history: Vec<Offer> = history.into_iter().map(|(o, _)| o).collect();
             (Just(history), Just(delivered).prop_shuffle())
         })

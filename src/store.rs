@@ -14,8 +14,8 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, ConditionCheck, DeleteRequest, Put,
-    ReturnValuesOnConditionCheckFailure, TransactWriteItem, WriteRequest,
+    AttributeValue, CancellationReason, ConditionCheck, DeleteRequest, Put, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, WriteRequest,
 };
 use serde::Serialize;
 use tracing::warn;
@@ -42,10 +42,7 @@ pub struct Applied {
 
 impl Applied {
     fn verdict(verdict: Verdict) -> Self {
-        Self {
-            verdict,
-            sessions_removed: 0,
-        }
+        Self { verdict, sessions_removed: 0 }
     }
 }
 
@@ -53,11 +50,7 @@ impl Applied {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("DynamoDB {operation} failed: {detail}")]
-    Request {
-        operation: &'static str,
-        detail: String,
-        transient: bool,
-    },
+    Request { operation: &'static str, detail: String, transient: bool },
     #[error("DynamoDB {operation} kept losing to concurrent writes or throttling")]
     Contention { operation: &'static str },
     #[error("an item could not be converted for DynamoDB: {0}")]
@@ -98,10 +91,7 @@ pub struct Store {
 
 impl Store {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
+        Self { client, table: table.into() }
     }
 
     /// A store on the standard AWS configuration chain (region, credentials, and
@@ -126,12 +116,8 @@ impl Store {
 
     async fn put_user(&self, item: &UserItem) -> Result<Verdict, StoreError> {
         let expression = condition::USER_UPSERT;
-        let stored = self
-            .conditional_put(to_item(item)?, expression, item.version)
-            .await?;
-        Ok(stored.map_or(Verdict::Apply, |s| {
-            judged(rules::user_upsert(s, item.version))
-        }))
+        let stored = self.conditional_put(to_item(item)?, expression, item.version).await?;
+        Ok(stored.map_or(Verdict::Apply, |s| judged(rules::user_upsert(s, item.version))))
     }
 
     /// Writes the tombstone first, then removes the user's sessions. From the moment the
@@ -139,21 +125,10 @@ impl Store {
     /// query that follows sees every session there will ever be. A retry after a failure in
     /// between finds the tombstone and removes what is left.
     async fn delete_user(&self, tombstone: &Tombstone) -> Result<Applied, StoreError> {
-        let stored = self
-            .conditional_put(
-                to_item(tombstone)?,
-                condition::USER_TOMBSTONE,
-                tombstone.version,
-            )
-            .await?;
-        let verdict = stored.map_or(Verdict::Apply, |s| {
-            judged(rules::user_tombstone(s, tombstone.version))
-        });
+        let stored = self.conditional_put(to_item(tombstone)?, condition::USER_TOMBSTONE, tombstone.version).await?;
+        let verdict = stored.map_or(Verdict::Apply, |s| judged(rules::user_tombstone(s, tombstone.version)));
         let sessions_removed = self.delete_sessions(&tombstone.pk).await?;
-        Ok(Applied {
-            verdict,
-            sessions_removed,
-        })
+        Ok(Applied { verdict, sessions_removed })
     }
 
     /// One transaction: the user must not be deleted, and the session condition must hold.
@@ -180,11 +155,7 @@ impl Store {
         let request = self
             .client
             .transact_write_items()
-            .transact_items(
-                TransactWriteItem::builder()
-                    .condition_check(user_check)
-                    .build(),
-            )
+            .transact_items(TransactWriteItem::builder().condition_check(user_check).build())
             .transact_items(TransactWriteItem::builder().put(put).build());
 
         for attempt in 0..=MAX_CONTENTION_RETRIES {
@@ -204,9 +175,7 @@ impl Store {
             warn!(attempt, reasons = ?codes(&reasons), "session transaction cancelled; trying again");
             backoff(attempt).await;
         }
-        Err(StoreError::Contention {
-            operation: "TransactWriteItems",
-        })
+        Err(StoreError::Contention { operation: "TransactWriteItems" })
     }
 
     /// A PutItem under `expression`. `Ok(None)` when it was written; `Ok(Some(stored))` when the
@@ -249,10 +218,7 @@ impl Store {
             .table_name(&self.table)
             .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
             .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
-            .expression_attribute_values(
-                ":prefix",
-                AttributeValue::S(plan::SESSION_SK_PREFIX.to_owned()),
-            )
+            .expression_attribute_values(":prefix", AttributeValue::S(plan::SESSION_SK_PREFIX.to_owned()))
             .projection_expression("pk, sk")
             .consistent_read(true)
             .into_paginator()
@@ -284,18 +250,13 @@ impl Store {
                 .send()
                 .await
                 .map_err(|e| request_error("BatchWriteItem", e))?;
-            requests = output
-                .unprocessed_items
-                .and_then(|mut left| left.remove(&self.table))
-                .unwrap_or_default();
+            requests = output.unprocessed_items.and_then(|mut left| left.remove(&self.table)).unwrap_or_default();
             if requests.is_empty() {
                 return Ok(());
             }
             backoff(attempt).await;
         }
-        Err(StoreError::Contention {
-            operation: "BatchWriteItem",
-        })
+        Err(StoreError::Contention { operation: "BatchWriteItem" })
     }
 }
 
@@ -303,29 +264,23 @@ impl Store {
 /// expression and the rules disagree; treat it as stale (nothing was written) but say so loudly.
 fn judged(verdict: Verdict) -> Verdict {
     if verdict == Verdict::Apply {
-        tracing::error!(
-            "a condition failed that the rules say should have held; the write was not applied"
-        );
+        tracing::error!("a condition failed that the rules say should have held; the write was not applied");
         return Verdict::Stale;
     }
     verdict
 }
 
 /// The outcome of a cancelled session transaction, or `None` when it should be tried again.
-fn session_verdict(
-    reasons: &[CancellationReason],
-    version: u64,
-    terminal: bool,
-) -> Option<Verdict> {
+fn session_verdict(reasons: &[CancellationReason], version: u64, terminal: bool) -> Option<Verdict> {
     let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
     if code(0) == "ConditionalCheckFailed" {
         return Some(Verdict::UserDeleted);
     }
     if code(1) == "ConditionalCheckFailed" {
         let stored = reasons[1].item().and_then(stored);
-        return Some(stored.map_or(Verdict::Stale, |s| {
-            judged(rules::session_upsert(false, Some(s), version, terminal))
-        }));
+        return Some(
+            stored.map_or(Verdict::Stale, |s| judged(rules::session_upsert(false, Some(s), version, terminal))),
+        );
     }
     None
 }
@@ -338,45 +293,26 @@ fn codes(reasons: &[CancellationReason]) -> Vec<&str> {
 fn stored(item: &Item) -> Option<Stored> {
     let version = item.get("version")?.as_n().ok()?.parse().ok()?;
     let deleted = matches!(item.get("deleted"), Some(AttributeValue::Bool(true)));
-    let terminal = item
-        .get("status")
-        .and_then(|s| s.as_s().ok())
-        .is_some_and(|s| rules::is_terminal(s));
-    Some(Stored {
-        version,
-        deleted,
-        terminal,
-    })
+    let terminal = item.get("status").and_then(|s| s.as_s().ok()).is_some_and(|s| rules::is_terminal(s));
+    Some(Stored { version, deleted, terminal })
 }
 
 fn names(expression: &str) -> HashMap<String, String> {
-    condition::names_used_by(expression)
-        .map(|(p, n)| (p.to_owned(), n.to_owned()))
-        .collect()
+    condition::names_used_by(expression).map(|(p, n)| (p.to_owned(), n.to_owned())).collect()
 }
 
 fn values(expression: &str, version: u64) -> HashMap<String, AttributeValue> {
-    let mut values = HashMap::from([(
-        condition::VERSION.to_owned(),
-        AttributeValue::N(version.to_string()),
-    )]);
-    for (placeholder, status) in condition::TERMINAL_VALUES
-        .iter()
-        .zip(rules::TERMINAL_SESSION_STATUSES)
-    {
+    let mut values = HashMap::from([(condition::VERSION.to_owned(), AttributeValue::N(version.to_string()))]);
+    for (placeholder, status) in condition::TERMINAL_VALUES.iter().zip(rules::TERMINAL_SESSION_STATUSES) {
         if expression.contains(placeholder) {
-            values.insert(
-                (*placeholder).to_owned(),
-                AttributeValue::S(status.to_owned()),
-            );
+            values.insert((*placeholder).to_owned(), AttributeValue::S(status.to_owned()));
         }
     }
     values
 }
 
 pub fn to_item(value: &impl Serialize) -> Result<Item, StoreError> {
-    serde_dynamo::aws_sdk_dynamodb_1::to_item(value)
-        .map_err(|e| StoreError::Conversion(e.to_string()))
+    serde_dynamo::aws_sdk_dynamodb_1::to_item(value).map_err(|e| StoreError::Conversion(e.to_string()))
 }
 
 async fn backoff(attempt: u32) {
@@ -396,17 +332,10 @@ fn service_error(operation: &'static str, error: &impl ProvideErrorMetadata) -> 
     );
     // The message DynamoDB sends names attributes and limits, never item values.
     let detail = format!("{code}: {}", error.message().unwrap_or(""));
-    StoreError::Request {
-        operation,
-        detail,
-        transient,
-    }
+    StoreError::Request { operation, detail, transient }
 }
 
-fn request_error<E: ProvideErrorMetadata, R>(
-    operation: &'static str,
-    error: SdkError<E, R>,
-) -> StoreError {
+fn request_error<E: ProvideErrorMetadata, R>(operation: &'static str, error: SdkError<E, R>) -> StoreError {
     let (detail, transient) = match &error {
         SdkError::ServiceError(e) => return service_error(operation, e.err()),
         SdkError::TimeoutError(_) => ("timed out".to_owned(), true),
@@ -417,9 +346,5 @@ fn request_error<E: ProvideErrorMetadata, R>(
         SdkError::ConstructionFailure(_) => ("request could not be built".to_owned(), false),
         _ => ("unknown failure".to_owned(), true),
     };
-    StoreError::Request {
-        operation,
-        detail,
-        transient,
-    }
+    StoreError::Request { operation, detail, transient }
 }

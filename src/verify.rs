@@ -49,9 +49,7 @@ impl SigningSecret {
         if encoded.is_empty() {
             return Err(SecretError::Empty);
         }
-        let key = LENIENT_BASE64
-            .decode(encoded)
-            .map_err(|_| SecretError::NotBase64)?;
+        let key = LENIENT_BASE64.decode(encoded).map_err(|_| SecretError::NotBase64)?;
         if key.is_empty() {
             return Err(SecretError::Empty);
         }
@@ -72,8 +70,7 @@ impl SigningSecret {
     }
 
     fn tag(&self, id: &str, timestamp: &str, body: &[u8]) -> [u8; TAG_LEN] {
-        let mut mac =
-            HmacSha256::new_from_slice(&self.key).expect("HMAC accepts keys of any length");
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC accepts keys of any length");
         mac.update(id.as_bytes());
         mac.update(b".");
         mac.update(timestamp.as_bytes());
@@ -85,10 +82,7 @@ impl SigningSecret {
     /// Signs content the way Svix does; used by the tools that re-sign sample events and by tests.
     pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
         let tag = self.tag(id, &timestamp.to_string(), body);
-        format!(
-            "v1,{}",
-            base64::engine::general_purpose::STANDARD.encode(tag)
-        )
+        format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(tag))
     }
 }
 
@@ -181,14 +175,9 @@ impl Verifier {
     }
 
     /// Verifies a delivery at `now` (unix seconds).
-    pub fn verify<'a>(
-        &self,
-        delivery: Unverified<'a>,
-        now: i64,
-    ) -> Result<Verified<'a>, VerifyError> {
+    pub fn verify<'a>(&self, delivery: Unverified<'a>, now: i64) -> Result<Verified<'a>, VerifyError> {
         let headers = delivery.headers;
-        let id = header(headers, "svix-id", "webhook-id")
-            .ok_or(VerifyError::MissingHeader("svix-id"))?;
+        let id = header(headers, "svix-id", "webhook-id").ok_or(VerifyError::MissingHeader("svix-id"))?;
         let timestamp = header(headers, "svix-timestamp", "webhook-timestamp")
             .ok_or(VerifyError::MissingHeader("svix-timestamp"))?;
         let signatures = header(headers, "svix-signature", "webhook-signature")
@@ -205,16 +194,10 @@ impl Verifier {
         for secret in &self.secrets {
             let expected = secret.tag(id, timestamp, delivery.body);
             // Every candidate is compared, so the time taken does not depend on which one matches.
-            let matched = candidates
-                .iter()
-                .fold(subtle::Choice::from(0), |any, candidate| {
-                    any | candidate.ct_eq(&expected)
-                });
+            let matched =
+                candidates.iter().fold(subtle::Choice::from(0), |any, candidate| any | candidate.ct_eq(&expected));
             if bool::from(matched) {
-                return Ok(Verified {
-                    id,
-                    body: delivery.body,
-                });
+                return Ok(Verified { id, body: delivery.body });
             }
         }
         Err(VerifyError::NoMatchingSignature)
@@ -224,13 +207,7 @@ impl Verifier {
 /// Reads a header by its Svix name, falling back to its Standard Webhooks name; values are trimmed
 /// and an empty or non-UTF-8 value counts as missing, as in Clerk's own verifier.
 fn header<'a>(headers: &'a HeaderMap, svix_name: &str, webhook_name: &str) -> Option<&'a str> {
-    let value = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-    };
+    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
     value(svix_name).or_else(|| value(webhook_name))
 }
 
@@ -311,17 +288,11 @@ mod tests {
     }
 
     fn check(v: &Vector, h: &HeaderMap, now: i64) -> Result<(), VerifyError> {
-        verifier(v.secret)
-            .verify(Unverified::new(h, v.payload.as_bytes()), now)
-            .map(|_| ())
+        verifier(v.secret).verify(Unverified::new(h, v.payload.as_bytes()), now).map(|_| ())
     }
 
     fn check_signature(v: &Vector, signature: &str) -> Result<(), VerifyError> {
-        check(
-            v,
-            &headers(v.id, &v.timestamp.to_string(), signature),
-            v.timestamp,
-        )
+        check(v, &headers(v.id, &v.timestamp.to_string(), signature), v.timestamp)
     }
 
     #[test]
@@ -334,9 +305,7 @@ mod tests {
     #[test]
     fn verified_delivery_exposes_id_and_exact_body() {
         let h = headers(A.id, &A.timestamp.to_string(), A.signature);
-        let verified = verifier(A.secret)
-            .verify(Unverified::new(&h, A.payload.as_bytes()), A.timestamp)
-            .unwrap();
+        let verified = verifier(A.secret).verify(Unverified::new(&h, A.payload.as_bytes()), A.timestamp).unwrap();
         assert_eq!(verified.id(), A.id);
         assert_eq!(verified.body(), A.payload.as_bytes());
     }
@@ -345,10 +314,7 @@ mod tests {
     fn signing_reproduces_official_vectors() {
         for v in [A, B, C] {
             let secret = SigningSecret::parse(v.secret).unwrap();
-            assert_eq!(
-                secret.sign(v.id, v.timestamp, v.payload.as_bytes()),
-                v.signature
-            );
+            assert_eq!(secret.sign(v.id, v.timestamp, v.payload.as_bytes()), v.signature);
         }
     }
 
@@ -363,22 +329,13 @@ mod tests {
     #[test]
     fn empty_secret_is_rejected() {
         assert_eq!(SigningSecret::parse("").unwrap_err(), SecretError::Empty);
-        assert_eq!(
-            SigningSecret::parse("whsec_").unwrap_err(),
-            SecretError::Empty
-        );
-        assert_eq!(
-            SigningSecret::parse_list(" , ").unwrap_err(),
-            SecretError::Empty
-        );
+        assert_eq!(SigningSecret::parse("whsec_").unwrap_err(), SecretError::Empty);
+        assert_eq!(SigningSecret::parse_list(" , ").unwrap_err(), SecretError::Empty);
     }
 
     #[test]
     fn secret_that_is_not_base64_is_rejected() {
-        assert_eq!(
-            SigningSecret::parse("whsec_not*base64!").unwrap_err(),
-            SecretError::NotBase64
-        );
+        assert_eq!(SigningSecret::parse("whsec_not*base64!").unwrap_err(), SecretError::NotBase64);
     }
 
     #[test]
@@ -391,8 +348,7 @@ mod tests {
     fn any_configured_secret_may_match() {
         let secrets = SigningSecret::parse_list(&format!("{} {}", B.secret, A.secret)).unwrap();
         let h = headers(A.id, &A.timestamp.to_string(), A.signature);
-        let result =
-            Verifier::new(secrets).verify(Unverified::new(&h, A.payload.as_bytes()), A.timestamp);
+        let result = Verifier::new(secrets).verify(Unverified::new(&h, A.payload.as_bytes()), A.timestamp);
         assert!(result.is_ok());
     }
 
@@ -400,11 +356,7 @@ mod tests {
     fn secret_debug_and_display_are_redacted() {
         let secret = SigningSecret::parse(A.secret).unwrap();
         let key_b64 = A.secret.strip_prefix("whsec_").unwrap();
-        for shown in [
-            format!("{secret:?}"),
-            format!("{secret}"),
-            format!("{:?}", verifier(A.secret)),
-        ] {
+        for shown in [format!("{secret:?}"), format!("{secret}"), format!("{:?}", verifier(A.secret))] {
             assert!(!shown.contains(key_b64), "{shown}");
             assert!(!shown.contains("77"), "raw key bytes leaked: {shown}");
         }
@@ -416,10 +368,7 @@ mod tests {
         for missing in ["svix-id", "svix-timestamp", "svix-signature"] {
             let mut h = headers(A.id, &ts, A.signature);
             h.remove(missing);
-            assert_eq!(
-                check(&A, &h, A.timestamp),
-                Err(VerifyError::MissingHeader(missing))
-            );
+            assert_eq!(check(&A, &h, A.timestamp), Err(VerifyError::MissingHeader(missing)));
         }
     }
 
@@ -428,20 +377,13 @@ mod tests {
         let ts = A.timestamp.to_string();
         for blank in ["", "   "] {
             let h = headers(blank, &ts, A.signature);
-            assert_eq!(
-                check(&A, &h, A.timestamp),
-                Err(VerifyError::MissingHeader("svix-id"))
-            );
+            assert_eq!(check(&A, &h, A.timestamp), Err(VerifyError::MissingHeader("svix-id")));
         }
     }
 
     #[test]
     fn header_values_are_trimmed() {
-        let h = headers(
-            &format!(" {} ", A.id),
-            &format!(" {} ", A.timestamp),
-            &format!(" {} ", A.signature),
-        );
+        let h = headers(&format!(" {} ", A.id), &format!(" {} ", A.timestamp), &format!(" {} ", A.signature));
         assert_eq!(check(&A, &h, A.timestamp), Ok(()));
     }
 
@@ -449,10 +391,7 @@ mod tests {
     fn webhook_prefixed_headers_are_accepted() {
         let mut h = HeaderMap::new();
         h.insert("webhook-id", HeaderValue::from_static(A.id));
-        h.insert(
-            "webhook-timestamp",
-            HeaderValue::from_str(&A.timestamp.to_string()).unwrap(),
-        );
+        h.insert("webhook-timestamp", HeaderValue::from_str(&A.timestamp.to_string()).unwrap());
         h.insert("webhook-signature", HeaderValue::from_static(A.signature));
         assert_eq!(check(&A, &h, A.timestamp), Ok(()));
     }
@@ -461,37 +400,20 @@ mod tests {
     fn header_names_match_in_any_case() {
         let mut h = HeaderMap::new();
         // http's HeaderMap stores names lowercased, as API Gateway's HTTP API delivers them.
-        h.insert(
-            http::HeaderName::from_bytes(b"SVIX-ID").unwrap(),
-            HeaderValue::from_static(A.id),
-        );
+        h.insert(http::HeaderName::from_bytes(b"SVIX-ID").unwrap(), HeaderValue::from_static(A.id));
         h.insert(
             http::HeaderName::from_bytes(b"Svix-Timestamp").unwrap(),
             HeaderValue::from_str(&A.timestamp.to_string()).unwrap(),
         );
-        h.insert(
-            http::HeaderName::from_bytes(b"Svix-Signature").unwrap(),
-            HeaderValue::from_static(A.signature),
-        );
+        h.insert(http::HeaderName::from_bytes(b"Svix-Signature").unwrap(), HeaderValue::from_static(A.signature));
         assert_eq!(check(&A, &h, A.timestamp), Ok(()));
     }
 
     #[test]
     fn non_integer_timestamps_fail() {
-        for ts in [
-            "hello",
-            "-1",
-            "+1614265330",
-            "1614265330.0",
-            "1e9",
-            "99999999999999999999",
-        ] {
+        for ts in ["hello", "-1", "+1614265330", "1614265330.0", "1e9", "99999999999999999999"] {
             let h = headers(A.id, ts, A.signature);
-            assert_eq!(
-                check(&A, &h, A.timestamp),
-                Err(VerifyError::InvalidTimestamp),
-                "{ts}"
-            );
+            assert_eq!(check(&A, &h, A.timestamp), Err(VerifyError::InvalidTimestamp), "{ts}");
         }
     }
 
@@ -500,39 +422,24 @@ mod tests {
         let h = headers(A.id, &A.timestamp.to_string(), A.signature);
         assert_eq!(check(&A, &h, A.timestamp + 300), Ok(()));
         assert_eq!(check(&A, &h, A.timestamp - 300), Ok(()));
-        assert_eq!(
-            check(&A, &h, A.timestamp + 301),
-            Err(VerifyError::TimestampTooOld)
-        );
-        assert_eq!(
-            check(&A, &h, A.timestamp - 301),
-            Err(VerifyError::TimestampTooNew)
-        );
+        assert_eq!(check(&A, &h, A.timestamp + 301), Err(VerifyError::TimestampTooOld));
+        assert_eq!(check(&A, &h, A.timestamp - 301), Err(VerifyError::TimestampTooNew));
     }
 
     #[test]
     fn timestamp_off_by_one_from_the_signed_one_fails() {
         for ts in [A.timestamp - 1, A.timestamp + 1] {
             let h = headers(A.id, &ts.to_string(), A.signature);
-            assert_eq!(
-                check(&A, &h, A.timestamp),
-                Err(VerifyError::NoMatchingSignature)
-            );
+            assert_eq!(check(&A, &h, A.timestamp), Err(VerifyError::NoMatchingSignature));
         }
     }
 
     #[test]
     fn wrong_signatures_fail() {
         let cases = [
-            (
-                "v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc=",
-                VerifyError::NoMatchingSignature,
-            ),
+            ("v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc=", VerifyError::NoMatchingSignature),
             ("v1,dawfeoifkpqwoekfpqoekf", VerifyError::NoV1Signature),
-            (
-                "v2,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc=",
-                VerifyError::NoV1Signature,
-            ),
+            ("v2,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc=", VerifyError::NoV1Signature),
         ];
         for (signature, error) in cases {
             assert_eq!(check_signature(&A, signature), Err(error), "{signature}");
@@ -542,33 +449,21 @@ mod tests {
     #[test]
     fn partial_signatures_never_pass() {
         assert_eq!(check_signature(&A, "v1,"), Err(VerifyError::NoV1Signature));
-        assert_eq!(
-            check_signature(&A, &A.signature[..8]),
-            Err(VerifyError::NoV1Signature)
-        );
+        assert_eq!(check_signature(&A, &A.signature[..8]), Err(VerifyError::NoV1Signature));
         let truncated = &A.signature[..A.signature.len() - 4];
-        assert_eq!(
-            check_signature(&A, truncated),
-            Err(VerifyError::NoV1Signature)
-        );
+        assert_eq!(check_signature(&A, truncated), Err(VerifyError::NoV1Signature));
     }
 
     #[test]
     fn one_valid_signature_among_several_passes() {
-        let list = format!(
-            "v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc= v2,abc {}",
-            A.signature
-        );
+        let list = format!("v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc= v2,abc {}", A.signature);
         assert_eq!(check_signature(&A, &list), Ok(()));
     }
 
     #[test]
     fn several_signatures_none_valid_fail() {
         let list = "v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc= v1,dawfeoifkpqwoekfpqoekf";
-        assert_eq!(
-            check_signature(&A, list),
-            Err(VerifyError::NoMatchingSignature)
-        );
+        assert_eq!(check_signature(&A, list), Err(VerifyError::NoMatchingSignature));
     }
 
     #[test]
@@ -580,20 +475,15 @@ mod tests {
     #[test]
     fn signature_for_another_body_fails() {
         let h = headers(A.id, &A.timestamp.to_string(), A.signature);
-        let result =
-            verifier(A.secret).verify(Unverified::new(&h, br#"{"test":2432232314}"#), A.timestamp);
+        let result = verifier(A.secret).verify(Unverified::new(&h, br#"{"test":2432232314}"#), A.timestamp);
         assert_eq!(result.unwrap_err(), VerifyError::NoMatchingSignature);
     }
 
     #[test]
     fn only_the_first_signatures_are_considered() {
-        let filler =
-            vec!["v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc="; MAX_SIGNATURES].join(" ");
+        let filler = vec!["v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc="; MAX_SIGNATURES].join(" ");
         let list = format!("{filler} {}", A.signature);
-        assert_eq!(
-            check_signature(&A, &list),
-            Err(VerifyError::NoMatchingSignature)
-        );
+        assert_eq!(check_signature(&A, &list), Err(VerifyError::NoMatchingSignature));
     }
 
     #[test]

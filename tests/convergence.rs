@@ -3,7 +3,9 @@
 //!
 //! Histories are generated the way Clerk produces them: per object, versions (`updated_at`)
 //! increase; users are created, updated, maybe deleted; sessions may start pending, become
-//! active, and end in one or more terminal statuses. Objects interleave freely in time.
+//! active, and end in one or more terminal statuses. Objects interleave freely in time. A
+//! deletion's envelope `timestamp` comes from another clock than `updated_at`, so it may be
+//! lower than the user's last update: "in order" means the order things happened, not versions.
 //! `PROPTEST_CASES` sets the number of cases (default 48; `scripts/test` runs more).
 
 mod common;
@@ -18,24 +20,46 @@ use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 
 #[derive(Clone, Debug)]
 enum Event {
-    User { event_type: &'static str, user: usize, version: i64, name: &'static str },
-    UserDeleted { user: usize, timestamp: i64 },
-    Session { event_type: &'static str, user: usize, session: usize, status: &'static str, version: i64 },
+    User {
+        event_type: &'static str,
+        user: usize,
+        version: i64,
+        name: &'static str,
+    },
+    /// `at` is when the deletion happened; `timestamp`, the envelope's, may be skewed below it.
+    UserDeleted {
+        user: usize,
+        at: i64,
+        timestamp: i64,
+    },
+    Session {
+        event_type: &'static str,
+        user: usize,
+        session: usize,
+        status: &'static str,
+        version: i64,
+    },
 }
 
 impl Event {
-    fn version(&self) -> i64 {
+    /// When the change happened: the order of in-order delivery.
+    fn at(&self) -> i64 {
         match self {
             Event::User { version, .. } | Event::Session { version, .. } => *version,
-            Event::UserDeleted { timestamp, .. } => *timestamp,
+            Event::UserDeleted { at, .. } => *at,
         }
+    }
+
+    /// A stable message id: Svix keeps one id across retries of a message.
+    fn svix_id(&self) -> String {
+        format!("msg_{}", self.at())
     }
 
     fn body(&self) -> String {
         let user_id = |u: &usize| format!("user_{u}Prop");
         match self {
             Event::User { event_type, user, version, name } => clerk::user(event_type, &user_id(user), *version, name),
-            Event::UserDeleted { user, timestamp } => clerk::user_deleted(&user_id(user), *timestamp),
+            Event::UserDeleted { user, timestamp, .. } => clerk::user_deleted(&user_id(user), *timestamp),
             Event::Session { event_type, user, session, status, version } => {
                 clerk::session(event_type, &format!("sess_{user}x{session}"), &user_id(user), status, *version, None)
             }
@@ -44,24 +68,29 @@ impl Event {
 }
 
 const NAMES: [&str; 4] = ["Ada", "Grace", "Alan", "Edsger"];
-const TERMINAL: [(&str, &str); 3] = [("session.ended", "ended"), ("session.removed", "removed"), ("session.revoked", "revoked")];
+const TERMINAL: [(&str, &str); 3] =
+    [("session.ended", "ended"), ("session.removed", "removed"), ("session.revoked", "revoked")];
 
 /// Increasing versions: a start and gaps, so objects interleave in time.
 fn versions(count: usize) -> impl Strategy<Value = Vec<i64>> {
-    (1_700_000_000_000_i64..1_700_000_100_000, proptest::collection::vec(1_i64..40_000, count)).prop_map(|(start, gaps)| {
-        gaps.iter()
-            .scan(start, |t, gap| {
-                *t += gap;
-                Some(*t)
-            })
-            .collect()
-    })
+    (1_700_000_000_000_i64..1_700_000_100_000, proptest::collection::vec(1_i64..40_000, count)).prop_map(
+        |(start, gaps)| {
+            gaps.iter()
+                .scan(start, |t, gap| {
+                    *t += gap;
+                    Some(*t)
+                })
+                .collect()
+        },
+    )
 }
 
 fn user_history(user: usize) -> impl Strategy<Value = Vec<Event>> {
-    (0usize..=3, any::<bool>(), 0usize..NAMES.len())
-        .prop_flat_map(move |(updates, deleted, name)| (versions(1 + updates + deleted as usize), Just((deleted, name))))
-        .prop_map(move |(versions, (deleted, name))| {
+    (0usize..=3, any::<bool>(), 0usize..NAMES.len(), 0i64..60_000)
+        .prop_flat_map(move |(updates, deleted, name, skew)| {
+            (versions(1 + updates + deleted as usize), Just((deleted, name, skew)))
+        })
+        .prop_map(move |(versions, (deleted, name, skew))| {
             let mut events = Vec::new();
             let live = if deleted { &versions[..versions.len() - 1] } else { &versions[..] };
             for (i, version) in live.iter().enumerate() {
@@ -69,7 +98,8 @@ fn user_history(user: usize) -> impl Strategy<Value = Vec<Event>> {
                 events.push(Event::User { event_type, user, version: *version, name: NAMES[(name + i) % NAMES.len()] });
             }
             if deleted {
-                events.push(Event::UserDeleted { user, timestamp: *versions.last().unwrap() });
+                let at = *versions.last().unwrap();
+                events.push(Event::UserDeleted { user, at, timestamp: at - skew });
             }
             events
         })
@@ -77,7 +107,9 @@ fn user_history(user: usize) -> impl Strategy<Value = Vec<Event>> {
 
 fn session_history(user: usize, session: usize) -> impl Strategy<Value = Vec<Event>> {
     (any::<bool>(), proptest::sample::subsequence(TERMINAL.to_vec(), 0..=2))
-        .prop_flat_map(|(pending, terminal)| (versions(1 + pending as usize + terminal.len()), Just((pending, terminal))))
+        .prop_flat_map(|(pending, terminal)| {
+            (versions(1 + pending as usize + terminal.len()), Just((pending, terminal)))
+        })
         .prop_map(move |(versions, (pending, terminal))| {
             let mut steps = Vec::new();
             if pending {
@@ -109,7 +141,7 @@ fn history() -> impl Strategy<Value = Vec<Event>> {
         })
         .prop_map(|parts| {
             let mut events: Vec<Event> = parts.into_iter().flatten().collect();
-            events.sort_by_key(Event::version);
+            events.sort_by_key(Event::at);
             events
         })
 }
@@ -130,7 +162,7 @@ async fn deliver_all(table: &TestTable, events: &[Event]) {
     let app = table.app();
     for event in events {
         let body = event.body();
-        let response = app.handle(delivery(&body, &format!("msg_{}", event.version()))).await;
+        let response = app.handle(delivery(&body, &event.svix_id())).await;
         assert_eq!(response.status(), 200, "{event:?}");
     }
 }
@@ -167,17 +199,17 @@ fn shuffled_duplicated_delivery_equals_in_order_delivery() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_delivery_equals_in_order_delivery() {
     let mut runner = TestRunner::deterministic();
-    let histories: Vec<Vec<Event>> = (0..12)
-        .map(|_| history().new_tree(&mut runner).unwrap().current())
-        .collect();
+    let histories: Vec<Vec<Event>> = (0..12).map(|_| history().new_tree(&mut runner).unwrap().current()).collect();
     // Histories reuse user numbers: give each its own users.
     let events: Vec<Event> = histories
         .into_iter()
         .enumerate()
         .flat_map(|(h, events)| {
             events.into_iter().map(move |e| match e {
-                Event::User { event_type, user, version, name } => Event::User { event_type, user: user + 10 * h, version, name },
-                Event::UserDeleted { user, timestamp } => Event::UserDeleted { user: user + 10 * h, timestamp },
+                Event::User { event_type, user, version, name } => {
+                    Event::User { event_type, user: user + 10 * h, version, name }
+                }
+                Event::UserDeleted { user, at, timestamp } => Event::UserDeleted { user: user + 10 * h, at, timestamp },
                 Event::Session { event_type, user, session, status, version } => {
                     Event::Session { event_type, user: user + 10 * h, session, status, version }
                 }
@@ -185,7 +217,7 @@ async fn concurrent_delivery_equals_in_order_delivery() {
         })
         .collect();
     let mut in_order_events = events.clone();
-    in_order_events.sort_by_key(Event::version);
+    in_order_events.sort_by_key(Event::at);
     let in_order = TestTable::create().await;
     deliver_all(&in_order, &in_order_events).await;
 
@@ -200,7 +232,7 @@ async fn concurrent_delivery_equals_in_order_delivery() {
         tasks.spawn(async move {
             let _permit = permits.acquire().await.unwrap();
             let body = event.body();
-            app.handle(delivery(&body, &format!("msg_{}", event.version()))).await.status().as_u16()
+            app.handle(delivery(&body, &event.svix_id())).await.status().as_u16()
         });
     }
     while let Some(status) = tasks.join_next().await {
@@ -224,7 +256,9 @@ async fn deletion_racing_session_writes_leaves_no_session() {
         });
         if s == 20 {
             let app = app.clone();
-            tasks.spawn(async move { app.handle(delivery(&clerk::user_deleted(user, 5000), "msg_del")).await.status().as_u16() });
+            tasks.spawn(async move {
+                app.handle(delivery(&clerk::user_deleted(user, 5000), "msg_del")).await.status().as_u16()
+            });
         }
     }
     while let Some(status) = tasks.join_next().await {

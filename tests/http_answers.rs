@@ -120,7 +120,8 @@ async fn body_re_serialized_after_signing_fails_verification() {
     let table = TestTable::create().await;
     let mut event = fixture("user-created");
     sign(&mut event, "msg_bytes");
-    let reformatted = serde_json::to_string_pretty(&serde_json::from_slice::<Value>(&event_body(&event)).unwrap()).unwrap();
+    let reformatted =
+        serde_json::to_string_pretty(&serde_json::from_slice::<Value>(&event_body(&event)).unwrap()).unwrap();
     set_body(&mut event, reformatted.as_bytes());
     assert_refused(&table, &event, 401).await;
 }

@@ -11,6 +11,8 @@ const USER: &str = "user_2pQ9mZ3kLrT8vWxYz1AbCdEfGhJ";
 const SESSION: &str = "sess_2pQ9nA4bMcU9wXyZ2BcDeFgHiJK";
 const USER_PK: &str = "USER#user_2pQ9mZ3kLrT8vWxYz1AbCdEfGhJ";
 const SESSION_SK: &str = "SESSION#sess_2pQ9nA4bMcU9wXyZ2BcDeFgHiJK";
+/// A user.deleted envelope timestamp, in milliseconds as Clerk documents.
+const DELETED_AT: i64 = 1_795_537_800_041;
 
 async fn deliver(table: &TestTable, body: &str) -> (u16, Value) {
     let id = format!("msg_{:x}", md5ish(body));
@@ -107,19 +109,19 @@ async fn user_deleted_leaves_a_tombstone_without_personal_data_and_removes_sessi
     deliver(&table, &clerk::session("session.created", "sess_other", USER, "active", 1200, None)).await;
     assert_eq!(table.items().await.len(), 3);
 
-    let (status, body) = deliver(&table, &clerk::user_deleted(USER, 5000)).await;
+    let (status, body) = deliver(&table, &clerk::user_deleted(USER, DELETED_AT)).await;
     assert_eq!(status, 200);
     assert_eq!(body, json!({"outcome": "applied", "type": "user.deleted", "id": USER, "sessions_removed": 2}));
     let items = table.items().await;
     assert_eq!(items.len(), 1, "only the tombstone is left: {items:?}");
     let tombstone = &items[&(USER_PK.to_owned(), "USER".to_owned())];
-    assert_eq!(tombstone, &json!({"pk": USER_PK, "sk": "USER", "id": USER, "deleted": true, "version": 5000}));
+    assert_eq!(tombstone, &json!({"pk": USER_PK, "sk": "USER", "id": USER, "deleted": true, "version": DELETED_AT}));
 }
 
 #[tokio::test]
 async fn tombstone_is_a_dynamodb_bool() {
     let table = TestTable::create().await;
-    deliver(&table, &clerk::user_deleted(USER, 5000)).await;
+    deliver(&table, &clerk::user_deleted(USER, DELETED_AT)).await;
     let raw = table
         .client
         .get_item()
@@ -135,7 +137,7 @@ async fn tombstone_is_a_dynamodb_bool() {
 #[tokio::test]
 async fn nothing_delivered_after_deletion_brings_the_user_back() {
     let table = TestTable::create().await;
-    deliver(&table, &clerk::user_deleted(USER, 5000)).await;
+    deliver(&table, &clerk::user_deleted(USER, DELETED_AT)).await;
     for body in [
         clerk::user("user.created", USER, 1000, "Ada"),
         clerk::user("user.updated", USER, 9000, "Ada"),
@@ -153,11 +155,11 @@ async fn nothing_delivered_after_deletion_brings_the_user_back() {
 #[tokio::test]
 async fn deleting_twice_keeps_the_higher_version_and_removes_nothing_more() {
     let table = TestTable::create().await;
-    deliver(&table, &clerk::user_deleted(USER, 5000)).await;
-    let (_, older) = deliver(&table, &clerk::user_deleted(USER, 4000)).await;
+    deliver(&table, &clerk::user_deleted(USER, DELETED_AT)).await;
+    let (_, older) = deliver(&table, &clerk::user_deleted(USER, DELETED_AT - 1000)).await;
     assert_eq!(older["outcome"], "stale");
     assert_eq!(older["sessions_removed"], 0);
-    assert_eq!(table.item(USER_PK, "USER").await.unwrap()["version"], 5000);
+    assert_eq!(table.item(USER_PK, "USER").await.unwrap()["version"], DELETED_AT);
 }
 
 #[tokio::test]
@@ -278,7 +280,8 @@ async fn dynamodb_unreachable_answers_503_quickly_and_never_2xx() {
         table_name: "unreachable".into(),
         store_clerk_data: true,
     };
-    let app = clerk_sync::handler::App::new(config, clerk_sync::store::Store::new(client_for(&endpoint), "unreachable"));
+    let app =
+        clerk_sync::handler::App::new(config, clerk_sync::store::Store::new(client_for(&endpoint), "unreachable"));
     let started = std::time::Instant::now();
     let response = app.handle(delivery(&clerk::user("user.created", USER, 1000, "Ada"), "msg_down")).await;
     let (status, body) = answer(&response);

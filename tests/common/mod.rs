@@ -203,7 +203,11 @@ pub fn fixture(name: &str) -> Value {
 /// The body of an API Gateway event, decoded.
 pub fn event_body(event: &Value) -> Vec<u8> {
     let body = event["body"].as_str().unwrap_or_default();
-    if event["isBase64Encoded"].as_bool().unwrap_or(false) { BASE64.decode(body).unwrap() } else { body.as_bytes().to_vec() }
+    if event["isBase64Encoded"].as_bool().unwrap_or(false) {
+        BASE64.decode(body).unwrap()
+    } else {
+        body.as_bytes().to_vec()
+    }
 }
 
 /// Replaces an API Gateway event's body (kept in the event's encoding).
@@ -298,7 +302,14 @@ pub mod clerk {
         .to_string()
     }
 
-    pub fn session(event_type: &str, id: &str, user_id: &str, status: &str, updated_at: i64, user: Option<Value>) -> String {
+    pub fn session(
+        event_type: &str,
+        id: &str,
+        user_id: &str,
+        status: &str,
+        updated_at: i64,
+        user: Option<Value>,
+    ) -> String {
         json!({
             "data": {
                 "abandon_at": 1656606318265_i64, "client_id": "client_29wBS3h1zhE1BsEK2dg9oyypfYk",

@@ -1,0 +1,178 @@
+//! The condition expressions in `rules::condition` agree with the rule functions in `rules`, on a
+//! real DynamoDB API, for every combination of stored state and incoming write: the verdict the
+//! store reports is the function's, and the item is replaced exactly when the function says Apply.
+
+mod common;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use clerk_sync::plan::{SessionItem, Tombstone, USER_SK, UserItem, Write, session_sk, user_pk};
+use clerk_sync::rules::{self, Stored, Verdict};
+use clerk_sync::store::to_item;
+use common::TestTable;
+use serde_json::Map;
+
+const V: u64 = 1_795_000_000_000;
+
+fn user_item(id: &str, version: u64) -> UserItem {
+    UserItem {
+        pk: user_pk(id),
+        sk: USER_SK,
+        id: id.into(),
+        email: Some(format!("{id}@example.org")),
+        first_name: Some(format!("v{version}")),
+        last_name: None,
+        username: None,
+        image_url: None,
+        created_at: Some(1),
+        updated_at: Some(version as i64),
+        last_sign_in_at: None,
+        public_metadata: Map::new(),
+        version,
+        data: None,
+    }
+}
+
+fn tombstone(id: &str, version: u64) -> Tombstone {
+    Tombstone { pk: user_pk(id), sk: USER_SK, id: id.into(), deleted: true, version }
+}
+
+fn session_item(user: &str, id: &str, version: u64, terminal: bool) -> SessionItem {
+    SessionItem {
+        pk: user_pk(user),
+        sk: session_sk(id),
+        id: id.into(),
+        user_id: user.into(),
+        client_id: None,
+        status: if terminal { "ended" } else { "active" }.into(),
+        created_at: Some(1),
+        updated_at: Some(version as i64),
+        last_active_at: None,
+        expire_at: None,
+        abandon_at: None,
+        version,
+        data: None,
+    }
+}
+
+async fn put_raw(table: &TestTable, item: &impl serde::Serialize) {
+    table.client.put_item().table_name(&table.name).set_item(Some(to_item(item).unwrap())).send().await.unwrap();
+}
+
+async fn version_at(table: &TestTable, pk: &str, sk: &str) -> Option<(u64, bool, Option<String>)> {
+    let item = table
+        .client
+        .get_item()
+        .table_name(&table.name)
+        .key("pk", AttributeValue::S(pk.into()))
+        .key("sk", AttributeValue::S(sk.into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item?;
+    let version = item["version"].as_n().unwrap().parse().unwrap();
+    let deleted = item.get("deleted").is_some_and(|d| d == &AttributeValue::Bool(true));
+    Some((version, deleted, item.get("status").map(|s| s.as_s().unwrap().clone())))
+}
+
+#[derive(Clone, Copy, Debug)]
+enum UserState {
+    Absent,
+    Live,
+    Deleted,
+}
+
+impl UserState {
+    fn stored(self) -> Option<Stored> {
+        match self {
+            UserState::Absent => None,
+            UserState::Live => Some(Stored { version: V, deleted: false, terminal: false }),
+            UserState::Deleted => Some(Stored { version: V, deleted: true, terminal: false }),
+        }
+    }
+
+    async fn set_up(self, table: &TestTable, id: &str) {
+        match self {
+            UserState::Absent => {}
+            UserState::Live => put_raw(table, &user_item(id, V)).await,
+            UserState::Deleted => put_raw(table, &tombstone(id, V)).await,
+        }
+    }
+}
+
+const USER_STATES: [UserState; 3] = [UserState::Absent, UserState::Live, UserState::Deleted];
+const INCOMING: [u64; 3] = [V - 1, V, V + 1];
+
+#[tokio::test]
+async fn user_upsert_condition_matches_the_rule() {
+    let table = TestTable::create().await;
+    let store = table.store();
+    for (n, (state, incoming)) in USER_STATES.iter().flat_map(|s| INCOMING.map(|v| (*s, v))).enumerate() {
+        let id = format!("user_up{n}");
+        state.set_up(&table, &id).await;
+        let applied = store.apply(&Write::UpsertUser(user_item(&id, incoming))).await.unwrap();
+        let expected = rules::user_upsert(state.stored(), incoming);
+        assert_eq!(applied.verdict, expected, "{state:?} <- {incoming}");
+        let after = version_at(&table, &user_pk(&id), USER_SK).await;
+        let expected_after = match (expected, state) {
+            (Verdict::Apply, _) => Some((incoming, false, None)),
+            (_, UserState::Deleted) => Some((V, true, None)),
+            _ => Some((V, false, None)),
+        };
+        assert_eq!(after, expected_after, "{state:?} <- {incoming}");
+    }
+}
+
+#[tokio::test]
+async fn user_tombstone_condition_matches_the_rule() {
+    let table = TestTable::create().await;
+    let store = table.store();
+    for (n, (state, incoming)) in USER_STATES.iter().flat_map(|s| INCOMING.map(|v| (*s, v))).enumerate() {
+        let id = format!("user_del{n}");
+        state.set_up(&table, &id).await;
+        let applied = store.apply(&Write::DeleteUser(tombstone(&id, incoming))).await.unwrap();
+        let expected = rules::user_tombstone(state.stored(), incoming);
+        assert_eq!(applied.verdict, expected, "{state:?} <- {incoming}");
+        let after = version_at(&table, &user_pk(&id), USER_SK).await;
+        let expected_version = if expected == Verdict::Apply { incoming } else { V };
+        assert_eq!(after, Some((expected_version, true, None)), "{state:?} <- {incoming}");
+    }
+}
+
+#[tokio::test]
+async fn session_upsert_condition_matches_the_rule() {
+    let table = TestTable::create().await;
+    let store = table.store();
+    let session_states: [Option<bool>; 3] = [None, Some(false), Some(true)];
+    let mut n = 0;
+    for user_state in USER_STATES {
+        for stored_terminal in session_states {
+            for incoming in INCOMING {
+                for incoming_terminal in [false, true] {
+                    n += 1;
+                    let (user, session) = (format!("user_s{n}"), format!("sess_s{n}"));
+                    user_state.set_up(&table, &user).await;
+                    if let Some(terminal) = stored_terminal {
+                        put_raw(&table, &session_item(&user, &session, V, terminal)).await;
+                    }
+                    let write = Write::UpsertSession(session_item(&user, &session, incoming, incoming_terminal));
+                    let applied = store.apply(&write).await.unwrap();
+                    let stored = stored_terminal.map(|terminal| Stored { version: V, deleted: false, terminal });
+                    let deleted = matches!(user_state, UserState::Deleted);
+                    let expected = rules::session_upsert(deleted, stored, incoming, incoming_terminal);
+                    let case =
+                        format!("user {user_state:?}, session {stored_terminal:?} <- {incoming} {incoming_terminal}");
+                    assert_eq!(applied.verdict, expected, "{case}");
+                    let status = |terminal: bool| Some(if terminal { "ended" } else { "active" }.to_owned());
+                    let after = version_at(&table, &user_pk(&user), &session_sk(&session)).await;
+                    let expected_after = match (expected, stored_terminal) {
+                        (Verdict::Apply, _) => Some((incoming, false, status(incoming_terminal))),
+                        (_, Some(terminal)) => Some((V, false, status(terminal))),
+                        (_, None) => None,
+                    };
+                    assert_eq!(after, expected_after, "{case}");
+                }
+            }
+        }
+    }
+}
