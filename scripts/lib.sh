@@ -29,6 +29,15 @@ ensure_tools() {
   export PATH="$TOOLS/py/bin:$PATH"
 }
 
+# The Lambda runs on arm64 (Graviton): `sam build` cross-compiles with cargo-lambda and zig.
+ensure_arm64_target() {
+  if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
+    echo "==> rustup target add aarch64-unknown-linux-gnu"
+    rustup target add aarch64-unknown-linux-gnu || {
+      echo "could not install the Rust arm64 target, which sam build needs" >&2; exit 1; }
+  fi
+}
+
 free_port() {
   "$TOOLS/py/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }

@@ -55,6 +55,8 @@ pub enum StoreError {
     Contention { operation: &'static str },
     #[error("an item could not be converted for DynamoDB: {0}")]
     Conversion(String),
+    #[error("a condition failed that the rules say should have held")]
+    RulesDisagree,
 }
 
 impl StoreError {
@@ -63,7 +65,7 @@ impl StoreError {
         match self {
             StoreError::Request { transient, .. } => *transient,
             StoreError::Contention { .. } => true,
-            StoreError::Conversion(_) => false,
+            StoreError::Conversion(_) | StoreError::RulesDisagree => false,
         }
     }
 }
@@ -117,7 +119,10 @@ impl Store {
     async fn put_user(&self, item: &UserItem) -> Result<Verdict, StoreError> {
         let expression = condition::USER_UPSERT;
         let stored = self.conditional_put(to_item(item)?, expression, item.version).await?;
-        Ok(stored.map_or(Verdict::Apply, |s| judged(rules::user_upsert(s, item.version))))
+        Ok(match stored {
+            Written => Verdict::Apply,
+            Refused(stored) => refused(stored, |s| rules::user_upsert(Some(s), item.version))?,
+        })
     }
 
     /// Writes the tombstone first, then removes the user's sessions. From the moment the
@@ -126,7 +131,10 @@ impl Store {
     /// between finds the tombstone and removes what is left.
     async fn delete_user(&self, tombstone: &Tombstone) -> Result<Applied, StoreError> {
         let stored = self.conditional_put(to_item(tombstone)?, condition::USER_TOMBSTONE, tombstone.version).await?;
-        let verdict = stored.map_or(Verdict::Apply, |s| judged(rules::user_tombstone(s, tombstone.version)));
+        let verdict = match stored {
+            Written => Verdict::Apply,
+            Refused(stored) => refused(stored, |s| rules::user_tombstone(Some(s), tombstone.version))?,
+        };
         let sessions_removed = self.delete_sessions(&tombstone.pk).await?;
         Ok(Applied { verdict, sessions_removed })
     }
@@ -170,7 +178,7 @@ impl Store {
                 Err(other) => return Err(request_error("TransactWriteItems", other)),
             };
             if let Some(verdict) = session_verdict(&reasons, item.version, terminal) {
-                return Ok(verdict);
+                return verdict;
             }
             warn!(attempt, reasons = ?codes(&reasons), "session transaction cancelled; trying again");
             backoff(attempt).await;
@@ -178,14 +186,13 @@ impl Store {
         Err(StoreError::Contention { operation: "TransactWriteItems" })
     }
 
-    /// A PutItem under `expression`. `Ok(None)` when it was written; `Ok(Some(stored))` when the
-    /// condition failed, with what was stored (`None` inside if DynamoDB did not send it back).
+    /// A PutItem under `expression`, with what was stored when the condition refused it.
     async fn conditional_put(
         &self,
         item: Item,
         expression: &'static str,
         version: u64,
-    ) -> Result<Option<Option<Stored>>, StoreError> {
+    ) -> Result<ConditionalPut, StoreError> {
         let result = self
             .client
             .put_item()
@@ -198,10 +205,10 @@ impl Store {
             .send()
             .await;
         match result {
-            Ok(_) => Ok(None),
+            Ok(_) => Ok(Written),
             Err(SdkError::ServiceError(e)) => match e.into_err() {
                 PutItemError::ConditionalCheckFailedException(failed) => {
-                    Ok(Some(failed.item.as_ref().and_then(stored)))
+                    Ok(Refused(failed.item.as_ref().and_then(stored)))
                 }
                 other => Err(service_error("PutItem", &other)),
             },
@@ -260,27 +267,39 @@ impl Store {
     }
 }
 
-/// A failed condition whose stored item the rules would have let through means the condition
-/// expression and the rules disagree; treat it as stale (nothing was written) but say so loudly.
-fn judged(verdict: Verdict) -> Verdict {
-    if verdict == Verdict::Apply {
-        tracing::error!("a condition failed that the rules say should have held; the write was not applied");
-        return Verdict::Stale;
+/// What a conditional PutItem did.
+enum ConditionalPut {
+    Written,
+    /// The condition failed; what was stored, if DynamoDB sent it back.
+    Refused(Option<Stored>),
+}
+use ConditionalPut::{Refused, Written};
+
+/// The verdict for a refused write, judged by `rule` from the stored item. If the rule would have
+/// let the write through, the condition expression and the rules disagree: that is a bug, and the
+/// delivery fails (5xx, retried by Svix, alarmed) rather than claim an outcome. Without the stored
+/// item (a DynamoDB-compatible server that does not return it) the write simply lost: stale.
+fn refused(stored: Option<Stored>, rule: impl FnOnce(Stored) -> Verdict) -> Result<Verdict, StoreError> {
+    match stored.map(rule) {
+        Some(Verdict::Apply) => Err(StoreError::RulesDisagree),
+        Some(verdict) => Ok(verdict),
+        None => Ok(Verdict::Stale),
     }
-    verdict
 }
 
 /// The outcome of a cancelled session transaction, or `None` when it should be tried again.
-fn session_verdict(reasons: &[CancellationReason], version: u64, terminal: bool) -> Option<Verdict> {
+fn session_verdict(
+    reasons: &[CancellationReason],
+    version: u64,
+    terminal: bool,
+) -> Option<Result<Verdict, StoreError>> {
     let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
     if code(0) == "ConditionalCheckFailed" {
-        return Some(Verdict::UserDeleted);
+        return Some(Ok(Verdict::UserDeleted));
     }
     if code(1) == "ConditionalCheckFailed" {
         let stored = reasons[1].item().and_then(stored);
-        return Some(
-            stored.map_or(Verdict::Stale, |s| judged(rules::session_upsert(false, Some(s), version, terminal))),
-        );
+        return Some(refused(stored, |s| rules::session_upsert(false, Some(s), version, terminal)));
     }
     None
 }
