@@ -69,3 +69,42 @@ stop_dynamodb() {
     wait "$DYNAMODB_PID" 2>/dev/null || true
   fi
 }
+
+# start_function [cargo lambda watch options...]: runs the function under `cargo lambda watch`
+# against the local DynamoDB API and TABLE, with the local test secret; sets FUNCTION_PORT and
+# WATCH_PID once it accepts invocations. The caller's EXIT trap must call stop_function.
+start_function() {
+  local py="$TOOLS/py/bin/python" secret
+  secret=$("$py" -c 'import json; print(json.load(open("events/env.json"))["SyncFunction"]["CLERK_WEBHOOK_SIGNING_SECRET"])')
+  FUNCTION_PORT=$(free_port)
+  setsid cargo lambda watch "$@" --invoke-port "$FUNCTION_PORT" --ignore-changes \
+    --env-var "CLERK_WEBHOOK_SIGNING_SECRET=$secret" \
+    --env-var "TABLE_NAME=$TABLE" \
+    --env-var "AWS_ENDPOINT_URL=$DYNAMODB_ENDPOINT" \
+    --env-var AWS_REGION=us-east-1 \
+    --env-var AWS_ACCESS_KEY_ID=local \
+    --env-var AWS_SECRET_ACCESS_KEY=local \
+    --env-var AWS_LAMBDA_LOG_FORMAT=JSON \
+    >"$TOOLS/watch.log" 2>&1 &
+  WATCH_PID=$!
+  for _ in $(seq 1 300); do
+    "$py" -c "import socket; socket.create_connection(('127.0.0.1', $FUNCTION_PORT), 0.2)" 2>/dev/null && return 0
+    kill -0 "$WATCH_PID" 2>/dev/null || break
+    sleep 0.2
+  done
+  echo "cargo lambda watch did not start; its log:" >&2
+  cat "$TOOLS/watch.log" >&2
+  exit 1
+}
+
+stop_function() {
+  if [ -n "${WATCH_PID:-}" ]; then
+    kill -- "-$WATCH_PID" 2>/dev/null || true
+    wait "$WATCH_PID" 2>/dev/null || true
+  fi
+}
+
+# invoke NAME: sends events/signed/NAME.json to the running function; prints the Lambda response.
+invoke() {
+  cargo lambda invoke clerk-sync --invoke-port "$FUNCTION_PORT" --data-file "events/signed/$1.json"
+}
