@@ -180,6 +180,10 @@ impl Store {
             if let Some(verdict) = session_verdict(&reasons, item.version, terminal) {
                 return verdict;
             }
+            if let Some(invalid) = reasons.iter().find(|r| r.code() == Some("ValidationError")) {
+                let detail = format!("ValidationError: {}", invalid.message().unwrap_or(""));
+                return Err(StoreError::Request { operation: "TransactWriteItems", detail, transient: false });
+            }
             warn!(attempt, reasons = ?codes(&reasons), "session transaction cancelled; trying again");
             backoff(attempt).await;
         }

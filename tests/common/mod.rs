@@ -2,6 +2,9 @@
 //! tables created from template.yaml's definition, and real API Gateway events signed like Svix.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod fault_proxy;
+pub mod history;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -118,6 +121,7 @@ pub struct TestTable {
 
 impl TestTable {
     pub async fn create() -> Self {
+        capture_logs();
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "clerk-sync-test-{}-{}-{}",
@@ -328,4 +332,24 @@ impl TestTable {
     pub async fn delete(self) {
         self.client.delete_table().table_name(&self.name).send().await.expect("delete the test table");
     }
+}
+
+/// Sends the function's logs, formatted as the deployed function writes them, to
+/// `$CLERK_SYNC_TEST_LOG_DIR/<test binary>.jsonl`, which `scripts/audit_logs.py` reads after the
+/// suite. Without that variable (a bare `cargo test`), logs are not captured.
+pub fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(dir) = std::env::var("CLERK_SYNC_TEST_LOG_DIR") else { return };
+        let binary = std::env::current_exe().unwrap();
+        let name = binary.file_stem().unwrap().to_string_lossy();
+        let name = name.split('-').next().unwrap_or(&name).to_owned();
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(Path::new(&dir).join(format!("{name}.jsonl")))
+            .unwrap();
+        lambda_http::tracing::init_default_subscriber_with_writer(file);
+    });
 }

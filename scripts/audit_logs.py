@@ -1,0 +1,95 @@
+"""Fails if the function's logs, captured across the integration suite, hold a secret or
+personal data.
+
+Looks for: the signing secrets of events/env.json and the test suites in any encoding (as
+written, without the prefix, the raw key in hex, base64 and base64url); anything shaped like an
+email address; and the names, usernames and metadata values of the sample payloads in events/
+and of the payloads the Rust tests generate (tests/common).
+
+Usage: audit_logs.py LOG_DIR
+"""
+
+import base64
+import json
+import pathlib
+import re
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+# Secrets the integration tests configure or sign with (tests/http_answers.rs, tests/hostile.rs).
+TEST_SECRETS = ["whsec_BR8NEvFoDlkthmWEYw1nsvXFja6W9O1VqFNFSCkyako="]
+# Personal data in the payloads the Rust tests build (tests/common/mod.rs `clerk`, history.rs NAMES).
+TEST_PERSONAL_DATA = ["Ada", "Grace", "Alan", "Edsger", "Tester", "Augusta", "Byron"]
+EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+\.[A-Za-z0-9.-]+")
+
+
+def secret_forms(secret):
+    forms = {secret}
+    encoded = secret.removeprefix("whsec_")
+    forms.add(encoded)
+    key = base64.b64decode(encoded + "=" * (-len(encoded) % 4))
+    forms |= {key.hex(), base64.b64encode(key).decode(), base64.urlsafe_b64encode(key).decode().rstrip("=")}
+    return forms
+
+
+def leaves(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from leaves(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from leaves(v)
+    elif isinstance(value, str):
+        yield value
+
+
+def sample_personal_data():
+    """Names, usernames and metadata values in the sample events' payloads."""
+    found = set()
+    for path in (ROOT / "events").glob("*.json"):
+        event = json.loads(path.read_text())
+        if "body" not in event:
+            continue
+        body = event["body"]
+        if event.get("isBase64Encoded"):
+            body = base64.b64decode(body).decode()
+        data = json.loads(body).get("data", {})
+        users = [data] + ([data["user"]] if isinstance(data.get("user"), dict) else [])
+        for user in users:
+            for field in ("first_name", "last_name", "username"):
+                if isinstance(user.get(field), str) and user[field]:
+                    found.add(user[field])
+            for field in ("public_metadata", "private_metadata", "unsafe_metadata"):
+                found |= {v for v in leaves(user.get(field, {})) if len(v) >= 3}
+    return found
+
+
+def main():
+    log_dir = pathlib.Path(sys.argv[1])
+    env = json.loads((ROOT / "events" / "env.json").read_text())
+    secrets = set()
+    for secret in [env["SyncFunction"]["CLERK_WEBHOOK_SIGNING_SECRET"], *TEST_SECRETS]:
+        secrets |= secret_forms(secret)
+    words = sample_personal_data() | set(TEST_PERSONAL_DATA)
+    word_patterns = [(w, re.compile(r"(?<![A-Za-z0-9])" + re.escape(w) + r"(?![A-Za-z0-9])")) for w in words]
+
+    lines = deliveries = 0
+    problems = []
+    for path in sorted(log_dir.glob("*.jsonl")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            lines += 1
+            deliveries += '"message":"delivery"' in line
+            where = f"{path.name}:{number}"
+            problems += [f"{where}: a signing secret" for s in secrets if s in line]
+            problems += [f"{where}: an email address" for _ in EMAIL.findall(line)[:1]]
+            problems += [f"{where}: personal data {w!r}" for w, p in word_patterns if p.search(line)]
+    if deliveries < 100:
+        sys.exit(f"audit_logs: only {deliveries} delivery lines in {log_dir}: the logs were not captured")
+    if problems:
+        print("\n".join(problems[:50]))
+        sys.exit(f"audit_logs: {len(problems)} leak(s) in {lines} log lines")
+    print(f"audit_logs: {lines} log lines ({deliveries} deliveries) hold no secret and no personal data")
+
+
+if __name__ == "__main__":
+    main()

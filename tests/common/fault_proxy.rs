@@ -1,0 +1,177 @@
+//! A fault-injecting HTTP proxy between the function's DynamoDB client and the local DynamoDB
+//! API. Each request it receives is passed through or met with a fault: dropped before it reaches
+//! DynamoDB, stalled, answered 500 or with a throttling error, or forwarded (so the write is
+//! applied) and its answer dropped.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Forward the request and return DynamoDB's answer.
+    Pass,
+    /// Close the connection without forwarding: DynamoDB never sees the request.
+    Drop,
+    /// Hold the request without answering, for longer than any client timeout.
+    Stall,
+    /// Answer 500 InternalServerError without forwarding.
+    ServerError,
+    /// Answer 400 ProvisionedThroughputExceededException without forwarding.
+    ProvisionedThroughputExceeded,
+    /// Answer 400 ThrottlingException without forwarding.
+    Throttling,
+    /// Forward the request (DynamoDB applies it), then close the connection instead of answering.
+    DropResponse,
+}
+
+struct Plan {
+    next: VecDeque<Fault>,
+    otherwise: Fault,
+}
+
+pub struct FaultProxy {
+    address: SocketAddr,
+    plan: Arc<Mutex<Plan>>,
+    requests: Arc<AtomicUsize>,
+    forwarded: Arc<AtomicUsize>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy to the DynamoDB API at `upstream` (an `http://host:port` URL).
+    pub async fn start(upstream: &str) -> Self {
+        let upstream: SocketAddr = upstream.trim_start_matches("http://").parse().expect("upstream host:port");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let plan = Arc::new(Mutex::new(Plan { next: VecDeque::new(), otherwise: Fault::Pass }));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let forwarded = Arc::new(AtomicUsize::new(0));
+        let (p, r, f) = (plan.clone(), requests.clone(), forwarded.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (p, r, f) = (p.clone(), r.clone(), f.clone());
+                tokio::spawn(async move { serve(client, upstream, p, r, f).await });
+            }
+        });
+        Self { address, plan, requests, forwarded }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// The fault for every request from now on (after any queued with `then`).
+    pub fn always(&self, fault: Fault) {
+        let mut plan = self.plan.lock().unwrap();
+        plan.next.clear();
+        plan.otherwise = fault;
+    }
+
+    /// Faults for the next requests, one each, before the standing one applies again.
+    pub fn then(&self, faults: &[Fault]) {
+        self.plan.lock().unwrap().next.extend(faults);
+    }
+
+    /// Requests received so far.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests that reached DynamoDB so far.
+    pub fn forwarded(&self) -> usize {
+        self.forwarded.load(Ordering::SeqCst)
+    }
+}
+
+async fn serve(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    plan: Arc<Mutex<Plan>>,
+    requests: Arc<AtomicUsize>,
+    forwarded: Arc<AtomicUsize>,
+) {
+    // One request after another on a kept-alive connection.
+    while let Some(request) = read_message(&mut client).await {
+        requests.fetch_add(1, Ordering::SeqCst);
+        let fault = {
+            let mut plan = plan.lock().unwrap();
+            let otherwise = plan.otherwise;
+            plan.next.pop_front().unwrap_or(otherwise)
+        };
+        let answer = match fault {
+            Fault::Pass | Fault::DropResponse => {
+                let Some(answer) = forward(&request, upstream).await else { return };
+                forwarded.fetch_add(1, Ordering::SeqCst);
+                if fault == Fault::DropResponse {
+                    return;
+                }
+                answer
+            }
+            Fault::Drop => return,
+            Fault::Stall => {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                return;
+            }
+            Fault::ServerError => error_answer(500, "InternalServerError"),
+            Fault::ProvisionedThroughputExceeded => error_answer(400, "ProvisionedThroughputExceededException"),
+            Fault::Throttling => error_answer(400, "ThrottlingException"),
+        };
+        if client.write_all(&answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn error_answer(status: u16, error_type: &str) -> Vec<u8> {
+    let body = format!(
+        r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{error_type}","message":"injected by the test proxy"}}"#
+    );
+    let reason = if status == 500 { "Internal Server Error" } else { "Bad Request" };
+    format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Sends one request to DynamoDB on a connection of its own and returns the whole answer.
+async fn forward(request: &[u8], upstream: SocketAddr) -> Option<Vec<u8>> {
+    let mut connection = TcpStream::connect(upstream).await.ok()?;
+    connection.write_all(request).await.ok()?;
+    read_message(&mut connection).await
+}
+
+/// Reads one HTTP/1.1 message (head and a content-length body) off a stream.
+async fn read_message(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut message = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(end) = message.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        message.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&message[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while message.len() < head_end + length {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        message.extend_from_slice(&chunk[..n]);
+    }
+    Some(message)
+}

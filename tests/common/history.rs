@@ -1,0 +1,209 @@
+//! Generated Clerk histories, the way Clerk produces them: per object, versions (`updated_at`)
+//! increase; users are created, updated, maybe deleted; sessions may start pending, become
+//! active, and end in one or more terminal statuses. Objects interleave freely in time. A
+//! deletion's envelope `timestamp` comes from another clock than `updated_at`, so it may be
+//! lower than the user's last update: "in order" means the order things happened, not versions.
+
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
+
+use std::sync::Arc;
+
+use clerk_sync::handler::App;
+
+use super::{TestTable, clerk, delivery};
+
+#[derive(Clone, Debug)]
+pub enum Event {
+    User {
+        event_type: &'static str,
+        user: usize,
+        version: i64,
+        name: &'static str,
+    },
+    /// `at` is when the deletion happened; `timestamp`, the envelope's, may be skewed below it.
+    UserDeleted {
+        user: usize,
+        at: i64,
+        timestamp: i64,
+    },
+    Session {
+        event_type: &'static str,
+        user: usize,
+        session: usize,
+        status: &'static str,
+        version: i64,
+    },
+}
+
+impl Event {
+    /// When the change happened: the order of in-order delivery.
+    pub fn at(&self) -> i64 {
+        match self {
+            Event::User { version, .. } | Event::Session { version, .. } => *version,
+            Event::UserDeleted { at, .. } => *at,
+        }
+    }
+
+    /// A stable message id: Svix keeps one id across retries of a message.
+    pub fn svix_id(&self) -> String {
+        format!("msg_{}", self.at())
+    }
+
+    /// The same event about user `offset + n` instead of user `n`.
+    pub fn for_users_from(self, offset: usize) -> Self {
+        match self {
+            Event::User { event_type, user, version, name } => {
+                Event::User { event_type, user: user + offset, version, name }
+            }
+            Event::UserDeleted { user, at, timestamp } => Event::UserDeleted { user: user + offset, at, timestamp },
+            Event::Session { event_type, user, session, status, version } => {
+                Event::Session { event_type, user: user + offset, session, status, version }
+            }
+        }
+    }
+
+    pub fn body(&self) -> String {
+        let user_id = |u: &usize| format!("user_{u}Prop");
+        match self {
+            Event::User { event_type, user, version, name } => clerk::user(event_type, &user_id(user), *version, name),
+            Event::UserDeleted { user, timestamp, .. } => clerk::user_deleted(&user_id(user), *timestamp),
+            Event::Session { event_type, user, session, status, version } => {
+                clerk::session(event_type, &format!("sess_{user}x{session}"), &user_id(user), status, *version, None)
+            }
+        }
+    }
+}
+
+const NAMES: [&str; 4] = ["Ada", "Grace", "Alan", "Edsger"];
+const TERMINAL: [(&str, &str); 3] =
+    [("session.ended", "ended"), ("session.removed", "removed"), ("session.revoked", "revoked")];
+
+/// Increasing versions: a start and gaps, so objects interleave in time.
+pub fn versions(count: usize) -> impl Strategy<Value = Vec<i64>> {
+    (1_700_000_000_000_i64..1_700_000_100_000, proptest::collection::vec(1_i64..40_000, count)).prop_map(
+        |(start, gaps)| {
+            gaps.iter()
+                .scan(start, |t, gap| {
+                    *t += gap;
+                    Some(*t)
+                })
+                .collect()
+        },
+    )
+}
+
+pub fn user_history(user: usize) -> impl Strategy<Value = Vec<Event>> {
+    (0usize..=3, any::<bool>(), 0usize..NAMES.len(), 0i64..60_000)
+        .prop_flat_map(move |(updates, deleted, name, skew)| {
+            (versions(1 + updates + deleted as usize), Just((deleted, name, skew)))
+        })
+        .prop_map(move |(versions, (deleted, name, skew))| {
+            let mut events = Vec::new();
+            let live = if deleted { &versions[..versions.len() - 1] } else { &versions[..] };
+            for (i, version) in live.iter().enumerate() {
+                let event_type = if i == 0 { "user.created" } else { "user.updated" };
+                events.push(Event::User { event_type, user, version: *version, name: NAMES[(name + i) % NAMES.len()] });
+            }
+            if deleted {
+                let at = *versions.last().unwrap();
+                events.push(Event::UserDeleted { user, at, timestamp: at - skew });
+            }
+            events
+        })
+}
+
+pub fn session_history(user: usize, session: usize) -> impl Strategy<Value = Vec<Event>> {
+    (any::<bool>(), proptest::sample::subsequence(TERMINAL.to_vec(), 0..=2))
+        .prop_flat_map(|(pending, terminal)| {
+            (versions(1 + pending as usize + terminal.len()), Just((pending, terminal)))
+        })
+        .prop_map(move |(versions, (pending, terminal))| {
+            let mut steps = Vec::new();
+            if pending {
+                steps.push(("session.pending", "pending"));
+            }
+            steps.push(("session.created", "active"));
+            steps.extend(terminal);
+            steps
+                .into_iter()
+                .zip(versions)
+                .map(|((event_type, status), version)| Event::Session { event_type, user, session, status, version })
+                .collect()
+        })
+}
+
+/// Several users, each with up to two sessions, all events in time order.
+pub fn history() -> impl Strategy<Value = Vec<Event>> {
+    proptest::collection::vec(0usize..=2, 1..=3)
+        .prop_flat_map(|sessions_per_user| {
+            let parts: Vec<BoxedStrategy<Vec<Event>>> = sessions_per_user
+                .iter()
+                .enumerate()
+                .flat_map(|(user, sessions)| {
+                    std::iter::once(user_history(user).boxed())
+                        .chain((0..*sessions).map(move |s| session_history(user, s).boxed()))
+                })
+                .collect();
+            parts
+        })
+        .prop_map(|parts| {
+            let mut events: Vec<Event> = parts.into_iter().flatten().collect();
+            events.sort_by_key(Event::at);
+            events
+        })
+}
+
+/// A history, and the same events each delivered one to three times, shuffled.
+pub fn history_and_delivery() -> impl Strategy<Value = (Vec<Event>, Vec<Event>)> {
+    history().prop_flat_map(|history| {
+        let copies = proptest::collection::vec(1usize..=3, history.len());
+        (Just(history), copies).prop_flat_map(|(history, copies)| {
+            let delivered: Vec<Event> =
+                history.iter().zip(copies).flat_map(|(e, n)| std::iter::repeat_n(e.clone(), n)).collect();
+            (Just(history), Just(delivered).prop_shuffle())
+        })
+    })
+}
+
+pub async fn deliver_all(table: &TestTable, events: &[Event]) {
+    let app = table.app();
+    for event in events {
+        let body = event.body();
+        let response = app.handle(delivery(&body, &event.svix_id())).await;
+        assert_eq!(response.status(), 200, "{event:?}");
+    }
+}
+
+/// `count` histories from a fixed seed, each with users of its own, as one list in time order.
+pub fn many_histories(count: usize) -> Vec<Event> {
+    let mut runner = TestRunner::deterministic();
+    let mut events: Vec<Event> = (0..count)
+        .flat_map(|h| {
+            let events = history().new_tree(&mut runner).unwrap().current();
+            events.into_iter().map(move |e| e.for_users_from(10 * h))
+        })
+        .collect();
+    events.sort_by_key(Event::at);
+    events
+}
+
+/// Delivers `events` through `app` with up to `in_flight` requests at once; the statuses, in the
+/// order the answers came.
+pub async fn deliver_concurrently(app: Arc<App>, events: Vec<Event>, in_flight: usize) -> Vec<u16> {
+    let permits = Arc::new(tokio::sync::Semaphore::new(in_flight));
+    let mut tasks = tokio::task::JoinSet::new();
+    for event in events {
+        let (app, permits) = (app.clone(), permits.clone());
+        tasks.spawn(async move {
+            let _permit = permits.acquire().await.unwrap();
+            app.handle(delivery(&event.body(), &event.svix_id())).await.status().as_u16()
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(status) = tasks.join_next().await {
+        statuses.push(status.unwrap());
+    }
+    statuses
+}
