@@ -5,14 +5,39 @@ TransactWriteItems restores a copy of the whole table taken when it started, sil
 writes other requests committed meanwhile. Real DynamoDB applies each request atomically, so this
 wrapper holds a lock around every request. Connections are still accepted concurrently.
 
+It also makes moto's TransactWriteItems rollback snapshot cheap: moto deep-copies every table a
+transaction names before running it (twice for a two-item transaction), so each transaction
+costs time in proportion to the table, and a table of a few thousand items makes them time
+out. For Put, Delete and ConditionCheck, which replace or remove item objects and never change
+them in place, copying the table's item index (not the items) is an equivalent snapshot. The
+function's transactions use only those.
+
 Usage: moto_server.py PORT   (listens on 127.0.0.1; Ctrl-C or SIGTERM stops it)
 """
 
+import copy
 import sys
 import threading
+import types
 
+import moto.dynamodb.models as dynamodb_models
+from moto.dynamodb.models.table import Table
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import WSGIRequestHandler, run_simple
+
+
+def snapshot(value, memo=None):
+    if isinstance(value, Table):
+        clone = copy.copy(value)
+        clone.items = copy.copy(value.items)
+        for hash_key, by_range in value.items.items():
+            if isinstance(by_range, dict):
+                clone.items[hash_key] = dict(by_range)
+        return clone
+    return copy.deepcopy(value, memo)
+
+
+dynamodb_models.copy = types.SimpleNamespace(deepcopy=snapshot, copy=copy.copy)
 
 
 def serialized(app):

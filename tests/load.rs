@@ -1,0 +1,47 @@
+//! Load: thousands of events for many users and sessions, shuffled and each delivered twice,
+//! with 64 requests in flight through the real handler against the local DynamoDB API. Nothing
+//! is lost, nothing is wrong: the table equals in-order delivery.
+//!
+//! Throughput is printed (`scripts/test -- --test load --nocapture`); it is bounded by the local
+//! DynamoDB API, which serves one request at a time, not by the function.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use common::history::*;
+use common::*;
+use proptest::strategy::{Strategy, ValueTree};
+use proptest::test_runner::TestRunner;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thousands_of_shuffled_duplicated_events_with_64_in_flight_equal_in_order_delivery() {
+    let events = many_histories(200);
+    assert!(events.len() >= 2000, "{} events", events.len());
+
+    let in_order = TestTable::create().await;
+    deliver_all(&in_order, &events).await;
+
+    let doubled: Vec<Event> = events.iter().flat_map(|e| [e.clone(), e.clone()]).collect();
+    let delivered =
+        proptest::strategy::Just(doubled).prop_shuffle().new_tree(&mut TestRunner::deterministic()).unwrap().current();
+    let loaded = TestTable::create().await;
+    let started = Instant::now();
+    let statuses = deliver_concurrently(Arc::new(loaded.app()), delivered.clone(), 64).await;
+    let took = started.elapsed();
+
+    let failures = statuses.iter().filter(|s| **s != 200).count();
+    assert_eq!(failures, 0, "{failures} deliveries were not answered 200");
+    let (expected, got) = (in_order.items().await, loaded.items().await);
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected, "the loaded table differs from in-order delivery");
+    println!(
+        "{} deliveries ({} distinct events, {} items) in {:.1} s: {:.0} deliveries/s with 64 in flight",
+        delivered.len(),
+        events.len(),
+        expected.len(),
+        took.as_secs_f64(),
+        delivered.len() as f64 / took.as_secs_f64()
+    );
+}
