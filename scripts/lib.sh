@@ -29,6 +29,17 @@ ensure_tools() {
   export PATH="$TOOLS/py/bin:$PATH"
 }
 
+CARGO_DENY_VERSION=0.20.2
+
+# cargo-deny, built from crates.io into .tools/cargo once (about 3 minutes).
+ensure_cargo_deny() {
+  CARGO_DENY="$TOOLS/cargo/bin/cargo-deny"
+  if ! "$CARGO_DENY" --version 2>/dev/null | grep -q " $CARGO_DENY_VERSION\$"; then
+    echo "==> installing cargo-deny $CARGO_DENY_VERSION into .tools/cargo"
+    CARGO_INSTALL_ROOT="$TOOLS/cargo" cargo install --quiet --locked "cargo-deny@$CARGO_DENY_VERSION"
+  fi
+}
+
 # The Lambda runs on arm64 (Graviton): `sam build` cross-compiles with cargo-lambda and zig.
 ensure_arm64_target() {
   if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then

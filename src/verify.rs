@@ -9,7 +9,7 @@ use std::fmt;
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use lambda_http::http::HeaderMap;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
