@@ -1,0 +1,84 @@
+//! What each event costs in DynamoDB requests, counted on the wire by a proxy in front of the local
+//! DynamoDB API: one request per user or session upsert (a session's is one TransactWriteItems),
+//! none for ignored or refused deliveries, and for a deletion the tombstone, one query and one
+//! batch per 25 sessions.
+
+mod common;
+
+use clerk_sync::config::Config;
+use clerk_sync::handler::App;
+use clerk_sync::store::Store;
+use clerk_sync::verify::SigningSecret;
+use common::clerk;
+use common::fault_proxy::FaultProxy;
+use common::*;
+
+const USER: &str = "user_counted";
+const T: i64 = 1_795_000_000_000;
+
+/// Delivers `body` and returns how many requests reached DynamoDB.
+async fn requests_for(app: &App, proxy: &FaultProxy, body: &str) -> usize {
+    let before = proxy.requests();
+    let response = app.handle(delivery(body, "msg_count")).await;
+    assert!(response.status().as_u16() < 500, "{}", response.status());
+    proxy.requests() - before
+}
+
+async fn counted() -> (TestTable, FaultProxy, App) {
+    let table = TestTable::create().await;
+    let proxy = FaultProxy::start(&std::env::var("CLERK_SYNC_DYNAMODB_ENDPOINT").unwrap()).await;
+    let config = Config {
+        secrets: SigningSecret::parse_list(&local_secret()).unwrap(),
+        table_name: table.name.clone(),
+        store_clerk_data: true,
+    };
+    let app = App::new(config, Store::new(client_for(&proxy.endpoint()), &table.name));
+    (table, proxy, app)
+}
+
+#[tokio::test]
+async fn user_upserts_take_one_request_applied_or_not() {
+    let (_table, proxy, app) = counted().await;
+    let created = clerk::user("user.created", USER, T, "Ada");
+    assert_eq!(requests_for(&app, &proxy, &created).await, 1, "applied");
+    assert_eq!(requests_for(&app, &proxy, &created).await, 1, "duplicate");
+    assert_eq!(requests_for(&app, &proxy, &clerk::user("user.updated", USER, T - 1, "Ada")).await, 1, "stale");
+}
+
+#[tokio::test]
+async fn session_upserts_take_one_request_applied_or_not() {
+    let (_table, proxy, app) = counted().await;
+    let session = |status: &str, version: i64| clerk::session("session.created", "sess_c", USER, status, version, None);
+    assert_eq!(requests_for(&app, &proxy, &session("active", T)).await, 1, "applied");
+    assert_eq!(requests_for(&app, &proxy, &session("active", T)).await, 1, "duplicate");
+    assert_eq!(requests_for(&app, &proxy, &session("ended", T + 1)).await, 1, "terminal");
+    assert_eq!(requests_for(&app, &proxy, &session("active", T + 2)).await, 1, "stale");
+}
+
+#[tokio::test]
+async fn deletion_takes_the_tombstone_a_query_and_a_batch_per_25_sessions() {
+    let (_table, proxy, app) = counted().await;
+    assert_eq!(requests_for(&app, &proxy, &clerk::user_deleted("user_lonely", T)).await, 2, "no sessions: no batch");
+    for s in 0..30 {
+        let body = clerk::session("session.created", &format!("sess_c{s}"), USER, "active", T + s, None);
+        requests_for(&app, &proxy, &body).await;
+    }
+    assert_eq!(requests_for(&app, &proxy, &clerk::user_deleted(USER, T + 100)).await, 4, "30 sessions: 2 batches");
+    assert_eq!(
+        requests_for(&app, &proxy, &clerk::session("session.created", "sess_late", USER, "active", T + 200, None))
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn ignored_and_refused_deliveries_take_no_request() {
+    let (_table, proxy, app) = counted().await;
+    let ignored = r#"{"type":"organization.created","object":"event","timestamp":1,"data":{"id":"org_1"}}"#;
+    assert_eq!(requests_for(&app, &proxy, ignored).await, 0);
+    let mut forged = fixture("user-created");
+    sign_with(&mut forged, "whsec_BR8NEvFoDlkthmWEYw1nsvXFja6W9O1VqFNFSCkyako=", "msg_forged", now());
+    let before = proxy.requests();
+    assert_eq!(app.handle(request(&forged)).await.status(), 401);
+    assert_eq!(proxy.requests(), before);
+}
