@@ -42,9 +42,14 @@ impl App {
         }
     }
 
-    /// Builds the DynamoDB client from the environment (see [`Store::connect`]).
+    /// Builds the DynamoDB client from the environment (see [`Store::connect`]) and warms it up.
     pub async fn connect(config: Config) -> Self {
         let store = Store::connect(config.table_name.clone()).await;
+        let started = std::time::Instant::now();
+        match store.warm_up().await {
+            Ok(()) => tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "DynamoDB client warmed up"),
+            Err(e) => tracing::warn!(error = %e, "DynamoDB warm-up failed; deliveries will retry"),
+        }
         Self::new(config, store)
     }
 

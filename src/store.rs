@@ -107,6 +107,20 @@ impl Store {
         Self::new(Client::new(&sdk), table)
     }
 
+    /// One cheap request (`DescribeTable`) made at init, where Lambda gives the function full CPU:
+    /// it resolves credentials and the endpoint and opens the connection (TLS included) that the
+    /// first delivery then reuses, and checks the table exists. A failure is only reported: the
+    /// deliveries themselves answer 5xx while DynamoDB is unreachable.
+    pub async fn warm_up(&self) -> Result<(), StoreError> {
+        self.client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| request_error("DescribeTable", e))
+    }
+
     /// Carries out one write.
     pub async fn apply(&self, write: &Write) -> Result<Applied, StoreError> {
         match write {

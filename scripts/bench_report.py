@@ -1,0 +1,73 @@
+"""Formats a `scripts/bench` run (target/bench/) as the Markdown tables of BENCHMARKS.md."""
+
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+
+
+def criterion_medians(root):
+    """{group: {bench: median ns}} from criterion's estimates."""
+    groups = {}
+    for estimates in sorted(root.glob("*/*/new/estimates.json")):
+        bench, group = estimates.parent.parent.name, estimates.parent.parent.parent.name
+        groups.setdefault(group, {})[bench] = json.loads(estimates.read_text())["median"]["point_estimate"]
+    return groups
+
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, {rustc}"
+
+
+def main():
+    out = pathlib.Path(sys.argv[1])
+    print(f"Machine: {machine()}\n")
+
+    groups = criterion_medians(out.parent / "criterion")
+    if groups:
+        print("### Verify + parse (criterion medians; ratio to the bare HMAC floor)\n")
+        print("| payload | bench | median | × floor |")
+        print("|---|---|---|---|")
+        for group, benches in groups.items():
+            floor = next((v for k, v in benches.items() if "floor" in k), None)
+            for bench, ns in benches.items():
+                ratio = f"{ns / floor:.2f}" if floor else "-"
+                print(f"| {group} | {bench} | {ns / 1000:.2f} µs | {ratio} |")
+        print()
+
+    cold = json.loads((out / "coldstart.json").read_text())
+    ours, floor, trip = cold["clerk_sync"], cold.get("floor"), cold.get("dynamodb_round_trip_ms")
+    print(f"### Cold start and invocations ({ours['runs']} cold starts; medians)\n")
+    print("| | clerk-sync | floor | ratio |")
+    print("|---|---|---|---|")
+    rows = [
+        ("init (exec → first `next`)", "init_ms", "ms"),
+        ("first invocation", "first_invocation_ms", "ms"),
+        ("cold start as a caller sees it (init + first)", "cold_ms", "ms"),
+        ("warm invocation, median", "warm_median_ms", "ms"),
+        ("warm invocation, p99", "warm_p99_ms", "ms"),
+        ("process CPU per warm event", "cpu_per_warm_event_ms", "ms"),
+        ("peak resident memory", "peak_rss_kb", "KB"),
+    ]
+    for label, key, unit in rows:
+        mine, base = ours.get(key), (floor or {}).get(key)
+        ratio = f"{mine / base:.2f}" if mine and base else "-"
+        print(f"| {label} | {mine} {unit} | {base if base is not None else '-'} {unit} | {ratio} |")
+    if floor and trip is not None:
+        target = floor["cold_ms"] + trip
+        print(f"\nFloor with one DynamoDB round trip: {floor['cold_ms']} + {trip} = {target:.3f} ms; "
+              f"clerk-sync's cold start is {ours['cold_ms'] / target:.2f}× that.\n")
+
+    binary = out / "arm64" / "bootstrap"
+    if binary.exists():
+        print("### Deployment\n")
+        print(f"- stripped arm64 binary: {binary.stat().st_size / 1e6:.2f} MB")
+        print(f"- deployment zip: {(out / 'bootstrap.zip').stat().st_size / 1e6:.2f} MB")
+
+
+if __name__ == "__main__":
+    main()
