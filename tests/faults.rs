@@ -8,10 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clerk_sync::config::Config;
 use clerk_sync::handler::App;
-use clerk_sync::store::Store;
-use clerk_sync::verify::SigningSecret;
 use common::clerk;
 use common::fault_proxy::{Fault, FaultProxy};
 use common::history::*;
@@ -35,13 +32,8 @@ struct Setup {
 /// A table, a proxy in front of the DynamoDB API, and the function talking through the proxy.
 async fn setup() -> Setup {
     let table = TestTable::create().await;
-    let proxy = FaultProxy::start(&std::env::var("CLERK_SYNC_DYNAMODB_ENDPOINT").unwrap()).await;
-    let config = Config {
-        secrets: SigningSecret::parse_list(&local_secret()).unwrap(),
-        table_name: table.name.clone(),
-        store_clerk_data: true,
-    };
-    let app = Arc::new(App::new(config, Store::new(client_for(&proxy.endpoint()), &table.name)));
+    let proxy = proxy().await;
+    let app = Arc::new(table.app_via(&proxy.endpoint()));
     Setup { table, proxy, app }
 }
 

@@ -5,10 +5,7 @@
 
 mod common;
 
-use clerk_sync::config::Config;
 use clerk_sync::handler::App;
-use clerk_sync::store::Store;
-use clerk_sync::verify::SigningSecret;
 use common::clerk;
 use common::fault_proxy::FaultProxy;
 use common::*;
@@ -26,13 +23,8 @@ async fn requests_for(app: &App, proxy: &FaultProxy, body: &str) -> usize {
 
 async fn counted() -> (TestTable, FaultProxy, App) {
     let table = TestTable::create().await;
-    let proxy = FaultProxy::start(&std::env::var("CLERK_SYNC_DYNAMODB_ENDPOINT").unwrap()).await;
-    let config = Config {
-        secrets: SigningSecret::parse_list(&local_secret()).unwrap(),
-        table_name: table.name.clone(),
-        store_clerk_data: true,
-    };
-    let app = App::new(config, Store::new(client_for(&proxy.endpoint()), &table.name));
+    let proxy = proxy().await;
+    let app = table.app_via(&proxy.endpoint());
     (table, proxy, app)
 }
 

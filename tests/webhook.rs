@@ -275,17 +275,13 @@ async fn dynamodb_unreachable_answers_503_quickly_and_never_2xx() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
-    let config = clerk_sync::config::Config {
-        secrets: clerk_sync::verify::SigningSecret::parse_list(&local_secret()).unwrap(),
-        table_name: "unreachable".into(),
-        store_clerk_data: true,
-    };
-    let app =
-        clerk_sync::handler::App::new(config, clerk_sync::store::Store::new(client_for(&endpoint), "unreachable"));
+    let table = TestTable::create().await;
+    let app = table.app_via(&endpoint);
     let started = std::time::Instant::now();
     let response = app.handle(delivery(&clerk::user("user.created", USER, 1000, "Ada"), "msg_down")).await;
     let (status, body) = answer(&response);
     assert_eq!(status, 503, "{body}");
     assert_eq!(body, json!({"error": "the event could not be stored; retry later"}));
     assert!(started.elapsed() < std::time::Duration::from_secs(8), "took {:?}", started.elapsed());
+    assert!(table.items().await.is_empty());
 }

@@ -173,12 +173,20 @@ impl TestTable {
     }
 
     pub fn app_with(&self, store_clerk_data: bool) -> App {
-        let config = Config {
+        App::new(self.config(store_clerk_data), self.store())
+    }
+
+    /// The function on this table, its DynamoDB client going through `endpoint` (a proxy).
+    pub fn app_via(&self, endpoint: &str) -> App {
+        App::new(self.config(true), Store::new(client_for(endpoint), &self.name))
+    }
+
+    fn config(&self, store_clerk_data: bool) -> Config {
+        Config {
             secrets: SigningSecret::parse_list(&local_secret()).unwrap(),
             table_name: self.name.clone(),
             store_clerk_data,
-        };
-        App::new(config, self.store())
+        }
     }
 
     /// Every item, as plain JSON, keyed by (pk, sk).
@@ -325,6 +333,11 @@ pub mod clerk {
         })
         .to_string()
     }
+}
+
+/// A proxy in front of the local DynamoDB API (see `fault_proxy`).
+pub async fn proxy() -> fault_proxy::FaultProxy {
+    fault_proxy::FaultProxy::start(&required_env("CLERK_SYNC_DYNAMODB_ENDPOINT")).await
 }
 
 impl TestTable {
