@@ -150,25 +150,27 @@ struct DeletedObject {
 pub fn parse<'a>(delivery: &Verified<'a>) -> Result<Event<'a>, ParseError> {
     let envelope: Envelope<'a> = serde_json::from_slice(delivery.body()).map_err(envelope_error)?;
     let data = envelope.data;
-    let object = |name: &'static str| {
-        let event_type = envelope.event_type.clone();
-        move |e: serde_json::Error| ParseError::InvalidObject { event_type, object: name, reason: safe_reason(&e) }
+    // Builds the error only when there is one: no allocation on the success path.
+    let invalid = |object: &'static str, e: serde_json::Error| ParseError::InvalidObject {
+        event_type: envelope.event_type.clone(),
+        object,
+        reason: safe_reason(&e),
     };
     let kind = match envelope.event_type.as_str() {
         "user.created" | "user.updated" => {
-            let user: User = serde_json::from_str(data.get()).map_err(object("user"))?;
+            let user: User = serde_json::from_str(data.get()).map_err(|e| invalid("user", e))?;
             check_id(&user.id, "user")?;
             EventKind::UserUpsert { user, data }
         }
         "user.deleted" => {
-            let deleted: DeletedObject = serde_json::from_str(data.get()).map_err(object("user"))?;
+            let deleted: DeletedObject = serde_json::from_str(data.get()).map_err(|e| invalid("user", e))?;
             check_id(&deleted.id, "user")?;
             EventKind::UserDeleted { user_id: deleted.id }
         }
         t if t.starts_with("session.") => {
-            let tag: ObjectTag = serde_json::from_str(data.get()).map_err(object("session"))?;
+            let tag: ObjectTag = serde_json::from_str(data.get()).map_err(|e| invalid("session", e))?;
             if tag.object.as_deref() == Some("session") {
-                let session: Session = serde_json::from_str(data.get()).map_err(object("session"))?;
+                let session: Session = serde_json::from_str(data.get()).map_err(|e| invalid("session", e))?;
                 check_id(&session.id, "session")?;
                 check_id(&session.user_id, "user")?;
                 EventKind::SessionUpsert { session, data }
