@@ -149,14 +149,21 @@ struct DeletedObject {
 /// `Ignored` whatever their data holds.
 pub fn parse<'a>(delivery: &Verified<'a>) -> Result<Event<'a>, ParseError> {
     let envelope: Envelope<'a> = serde_json::from_slice(delivery.body()).map_err(envelope_error)?;
-    let data = envelope.data;
+    let kind = read_object(&envelope.event_type, envelope.data)?;
+    Ok(Event { event_type: envelope.event_type, timestamp: envelope.timestamp, kind })
+}
+
+/// Reads a Clerk object (an event's `data`, or an object fetched from Clerk's Backend API) as
+/// `event_type` says. Webhooks and the Backend API share this reading, so both paths write the
+/// same items under the same rules.
+pub fn read_object<'a>(event_type: &str, data: &'a RawValue) -> Result<EventKind<'a>, ParseError> {
     // Builds the error only when there is one: no allocation on the success path.
     let invalid = |object: &'static str, e: serde_json::Error| ParseError::InvalidObject {
-        event_type: envelope.event_type.clone(),
+        event_type: event_type.to_owned(),
         object,
         reason: safe_reason(&e),
     };
-    let kind = match envelope.event_type.as_str() {
+    Ok(match event_type {
         "user.created" | "user.updated" => {
             let user: User = serde_json::from_str(data.get()).map_err(|e| invalid("user", e))?;
             check_id(&user.id, "user")?;
@@ -179,8 +186,7 @@ pub fn parse<'a>(delivery: &Verified<'a>) -> Result<Event<'a>, ParseError> {
             }
         }
         _ => EventKind::Ignored,
-    };
-    Ok(Event { event_type: envelope.event_type, timestamp: envelope.timestamp, kind })
+    })
 }
 
 /// Clerk ids are a prefix, an underscore and base62 (`user_29w83sxmDNGwOuEthce5gg56FcC`). They

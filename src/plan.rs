@@ -89,6 +89,14 @@ pub struct Tombstone {
     pub version: u64,
 }
 
+impl Tombstone {
+    /// The tombstone of user `user_id`, deleted at `version` (ms): what `user.deleted` writes, and
+    /// what `reconcile` writes for a user Clerk no longer has.
+    pub fn user(user_id: &str, version: u64) -> Self {
+        Self { pk: user_pk(user_id), sk: USER_SK, id: user_id.to_owned(), deleted: true, version }
+    }
+}
+
 /// A session: `pk = USER#<user_id>`, `sk = SESSION#<session_id>`.
 #[derive(Debug, Serialize, PartialEq)]
 pub struct SessionItem {
@@ -139,13 +147,7 @@ pub fn plan(event: &Event<'_>, options: Options) -> Result<Option<Write>, PlanEr
             let data = options.store_clerk_data.then(|| raw_object(data.get(), &[])).transpose()?;
             Some(Write::UpsertUser(user_item(user, version, data)))
         }
-        EventKind::UserDeleted { user_id } => Some(Write::DeleteUser(Tombstone {
-            pk: user_pk(user_id),
-            sk: USER_SK,
-            id: user_id.clone(),
-            deleted: true,
-            version: version(None)?,
-        })),
+        EventKind::UserDeleted { user_id } => Some(Write::DeleteUser(Tombstone::user(user_id, version(None)?))),
         EventKind::SessionUpsert { session, data } => {
             let version = version(session.updated_at)?;
             // Newer session payloads embed the whole user: it lives in the user item, and keeping a
