@@ -27,6 +27,14 @@ pub enum EventKind<'a> {
     UserDeleted { user_id: String },
     /// Any `session.*` event carrying a session object.
     SessionUpsert { session: Session, data: &'a RawValue },
+    /// `organization.created`, `organization.updated`: the whole organization object.
+    OrganizationUpsert { organization: Organization, data: &'a RawValue },
+    /// `organization.deleted`: only the id survives in Clerk's payload.
+    OrganizationDeleted { organization_id: String },
+    /// `organizationMembership.created`, `.updated`: the whole membership object.
+    MembershipUpsert { membership: Membership, data: &'a RawValue },
+    /// `organizationMembership.deleted`: the membership object as it was.
+    MembershipDeleted { membership: Membership },
     /// Every other type: acknowledged, not written.
     Ignored,
 }
@@ -38,6 +46,11 @@ impl EventKind<'_> {
             EventKind::UserUpsert { user, .. } => Some(&user.id),
             EventKind::UserDeleted { user_id } => Some(user_id),
             EventKind::SessionUpsert { session, .. } => Some(&session.id),
+            EventKind::OrganizationUpsert { organization, .. } => Some(&organization.id),
+            EventKind::OrganizationDeleted { organization_id } => Some(organization_id),
+            EventKind::MembershipUpsert { membership, .. } | EventKind::MembershipDeleted { membership } => {
+                Some(&membership.id)
+            }
             EventKind::Ignored => None,
         }
     }
@@ -110,6 +123,50 @@ pub struct Session {
     pub abandon_at: Option<i64>,
 }
 
+#[derive(Debug, Deserialize)]
+pub struct Organization {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub slug: Option<String>,
+    #[serde(default)]
+    pub image_url: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<i64>,
+    #[serde(default)]
+    pub updated_at: Option<i64>,
+    #[serde(default)]
+    pub public_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A user's membership of an organization. A user who leaves and joins again gets a new
+/// membership (a new `id` and `created_at`) under the same organization and user.
+#[derive(Debug, Deserialize)]
+pub struct Membership {
+    pub id: String,
+    pub organization: MembershipOrganization,
+    pub public_user_data: MembershipUser,
+    /// Required: it orders the memberships one user has had in one organization.
+    pub created_at: i64,
+    #[serde(default)]
+    pub updated_at: Option<i64>,
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub public_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MembershipOrganization {
+    pub id: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MembershipUser {
+    pub user_id: String,
+}
+
 /// Why a verified body is not a Clerk event the table can take. Shown to the caller (400).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ParseError {
@@ -145,8 +202,8 @@ struct DeletedObject {
     id: String,
 }
 
-/// Reads a verified delivery's body as a Clerk event. Types outside users and sessions are
-/// `Ignored` whatever their data holds.
+/// Reads a verified delivery's body as a Clerk event. Types outside users, sessions,
+/// organizations and memberships are `Ignored` whatever their data holds.
 pub fn parse<'a>(delivery: &Verified<'a>) -> Result<Event<'a>, ParseError> {
     let envelope: Envelope<'a> = serde_json::from_slice(delivery.body()).map_err(envelope_error)?;
     let kind = read_object(&envelope.event_type, envelope.data)?;
@@ -183,6 +240,29 @@ pub fn read_object<'a>(event_type: &str, data: &'a RawValue) -> Result<EventKind
                 EventKind::SessionUpsert { session, data }
             } else {
                 EventKind::Ignored
+            }
+        }
+        "organization.created" | "organization.updated" => {
+            let organization: Organization =
+                serde_json::from_str(data.get()).map_err(|e| invalid("organization", e))?;
+            check_id(&organization.id, "organization")?;
+            EventKind::OrganizationUpsert { organization, data }
+        }
+        "organization.deleted" => {
+            let deleted: DeletedObject = serde_json::from_str(data.get()).map_err(|e| invalid("organization", e))?;
+            check_id(&deleted.id, "organization")?;
+            EventKind::OrganizationDeleted { organization_id: deleted.id }
+        }
+        "organizationMembership.created" | "organizationMembership.updated" | "organizationMembership.deleted" => {
+            let membership: Membership =
+                serde_json::from_str(data.get()).map_err(|e| invalid("organization membership", e))?;
+            check_id(&membership.id, "organization membership")?;
+            check_id(&membership.organization.id, "organization")?;
+            check_id(&membership.public_user_data.user_id, "user")?;
+            if event_type == "organizationMembership.deleted" {
+                EventKind::MembershipDeleted { membership }
+            } else {
+                EventKind::MembershipUpsert { membership, data }
             }
         }
         _ => EventKind::Ignored,
@@ -312,12 +392,59 @@ mod tests {
     #[test]
     fn other_types_are_ignored_whatever_their_data() {
         for body in [
-            r#"{"type":"organization.created","data":{"id":"org_1","object":"organization"}}"#,
+            r#"{"type":"organizationInvitation.created","data":{"id":"orginv_1","object":"organization_invitation"}}"#,
             r#"{"type":"email.created","data":[1,2,3]}"#,
             r#"{"type":"brand.new.type","data":null}"#,
         ] {
             assert!(matches!(parse_body(body).unwrap().kind, EventKind::Ignored), "{body}");
         }
+    }
+
+    /// Shaped like the example in Clerk's docs.
+    const MEMBERSHIP_CREATED: &str = r#"{"data":{"created_at":1654013203217,"id":"orgmem_29w9IptNja3mP8GDXpquBwN2qR9","object":"organization_membership","organization":{"created_at":1654013202977,"created_by":"user_1vq84bqWzw7qmFgqSwN4CH1Wp0n","id":"org_29w9IfBrPmcpi0IeBVaKtA7R94W","image_url":"https://img.clerk.com/xxxxxx","logo_url":"https://example.com/example.png","name":"Acme Inc","object":"organization","public_metadata":{},"slug":"acme-inc","updated_at":1654013202977},"public_user_data":{"first_name":"Example","identifier":"example@example.org","image_url":"https://img.clerk.com/xxxxxx","last_name":"Example","profile_image_url":"https://www.gravatar.com/avatar?d=mp","user_id":"user_29w83sxmDNGwOuEthce5gg56FcC"},"role":"org:admin","updated_at":1654013203217},"object":"event","timestamp":1654013203217,"type":"organizationMembership.created"}"#;
+
+    #[test]
+    fn organization_events_parse() {
+        let body = r#"{"type":"organization.updated","timestamp":5,"data":{"id":"org_29w9IfBrPmcpi0IeBVaKtA7R94W","object":"organization","name":"Acme Inc","slug":"acme-inc","image_url":null,"created_at":1,"updated_at":7,"public_metadata":{"tier":"gold"},"members_count":3}}"#;
+        let EventKind::OrganizationUpsert { organization, .. } = parse_body(body).unwrap().kind else { panic!() };
+        assert_eq!(organization.id, "org_29w9IfBrPmcpi0IeBVaKtA7R94W");
+        assert_eq!((organization.name.as_deref(), organization.slug.as_deref()), (Some("Acme Inc"), Some("acme-inc")));
+        assert_eq!((organization.image_url, organization.updated_at), (None, Some(7)));
+
+        let body = r#"{"type":"organization.deleted","timestamp":1661861640000,"data":{"deleted":true,"id":"org_1","object":"organization"}}"#;
+        let EventKind::OrganizationDeleted { organization_id } = parse_body(body).unwrap().kind else { panic!() };
+        assert_eq!(organization_id, "org_1");
+    }
+
+    #[test]
+    fn membership_events_parse_their_organization_and_user() {
+        for (event_type, deleted) in [
+            ("organizationMembership.created", false),
+            ("organizationMembership.updated", false),
+            ("organizationMembership.deleted", true),
+        ] {
+            let body = MEMBERSHIP_CREATED.replace("organizationMembership.created", event_type);
+            let kind = parse_body(&body).unwrap().kind;
+            let membership = match kind {
+                EventKind::MembershipUpsert { membership, .. } if !deleted => membership,
+                EventKind::MembershipDeleted { membership } if deleted => membership,
+                other => panic!("{event_type}: {other:?}"),
+            };
+            assert_eq!(membership.id, "orgmem_29w9IptNja3mP8GDXpquBwN2qR9");
+            assert_eq!(membership.organization.id, "org_29w9IfBrPmcpi0IeBVaKtA7R94W");
+            assert_eq!(membership.public_user_data.user_id, "user_29w83sxmDNGwOuEthce5gg56FcC");
+            assert_eq!((membership.created_at, membership.updated_at), (1654013203217, Some(1654013203217)));
+            assert_eq!(membership.role.as_deref(), Some("org:admin"));
+        }
+    }
+
+    #[test]
+    fn membership_without_created_at_or_user_is_refused() {
+        let body = MEMBERSHIP_CREATED.replace(r#""created_at":1654013203217,"id""#, r#""id""#);
+        let error = parse_body(&body).unwrap_err().to_string();
+        assert!(error.ends_with("missing field `created_at`"), "{error}");
+        let body = MEMBERSHIP_CREATED.replace(r#""user_id":"user_29w83sxmDNGwOuEthce5gg56FcC""#, r#""user_id":"x#y""#);
+        assert_eq!(parse_body(&body).unwrap_err(), ParseError::InvalidId("user"));
     }
 
     #[test]

@@ -121,6 +121,7 @@ impl App {
                 log.outcome = Some(verdict_name(applied.verdict));
                 log.sessions_removed =
                     matches!(event.kind, EventKind::UserDeleted { .. }).then_some(applied.sessions_removed);
+                log.memberships_removed = removes_memberships(&event.kind).then_some(applied.memberships_removed);
                 log.answered(outcome(verdict_name(applied.verdict), &event.event_type, Some(applied), &event.kind))
             }
             Ok(Err(e)) => {
@@ -151,7 +152,13 @@ fn verdict_name(verdict: Verdict) -> &'static str {
         Verdict::Duplicate => "duplicate",
         Verdict::Stale => "stale",
         Verdict::UserDeleted => "user_deleted",
+        Verdict::OrganizationDeleted => "organization_deleted",
     }
+}
+
+/// Deletions that remove memberships, and report how many.
+fn removes_memberships(kind: &EventKind<'_>) -> bool {
+    matches!(kind, EventKind::UserDeleted { .. } | EventKind::OrganizationDeleted { .. })
 }
 
 fn outcome(name: &'static str, event_type: &str, applied: Option<Applied>, kind: &EventKind<'_>) -> Response<Body> {
@@ -159,8 +166,13 @@ fn outcome(name: &'static str, event_type: &str, applied: Option<Applied>, kind:
     if let Some(id) = kind.object_id() {
         body["id"] = json!(id);
     }
-    if let (Some(applied), EventKind::UserDeleted { .. }) = (applied, kind) {
-        body["sessions_removed"] = json!(applied.sessions_removed);
+    if let Some(applied) = applied {
+        if let EventKind::UserDeleted { .. } = kind {
+            body["sessions_removed"] = json!(applied.sessions_removed);
+        }
+        if removes_memberships(kind) {
+            body["memberships_removed"] = json!(applied.memberships_removed);
+        }
     }
     respond(StatusCode::OK, &body)
 }
@@ -186,6 +198,7 @@ struct LogLine {
     version: Option<u64>,
     outcome: Option<&'static str>,
     sessions_removed: Option<usize>,
+    memberships_removed: Option<usize>,
     reason: Option<String>,
 }
 
@@ -212,6 +225,7 @@ impl LogLine {
                     version = self.version,
                     outcome = self.outcome,
                     sessions_removed = self.sessions_removed,
+                    memberships_removed = self.memberships_removed,
                     reason = self.reason.as_deref(),
                     status,
                     "delivery"

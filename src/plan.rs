@@ -6,13 +6,20 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::event::{Event, EventKind, Session, User};
+use crate::event::{Event, EventKind, Membership, Organization, Session, User};
 use crate::rules;
 
 /// Sort key of a user item and of a user tombstone.
 pub const USER_SK: &str = "USER";
 /// Sort key prefix of a session item.
 pub const SESSION_SK_PREFIX: &str = "SESSION#";
+
+/// Sort key of an organization item and of an organization tombstone.
+pub const ORGANIZATION_SK: &str = "ORG";
+/// Sort key prefix of a membership under its organization (`MEMBER#<user_id>`).
+pub const MEMBER_SK_PREFIX: &str = "MEMBER#";
+/// Sort key prefix of a membership under its user (`ORG#<organization_id>`).
+pub const USER_MEMBERSHIP_SK_PREFIX: &str = "ORG#";
 
 pub fn user_pk(user_id: &str) -> String {
     format!("USER#{user_id}")
@@ -22,6 +29,28 @@ pub fn session_sk(session_id: &str) -> String {
     format!("{SESSION_SK_PREFIX}{session_id}")
 }
 
+pub fn organization_pk(organization_id: &str) -> String {
+    format!("ORG#{organization_id}")
+}
+
+pub fn member_sk(user_id: &str) -> String {
+    format!("{MEMBER_SK_PREFIX}{user_id}")
+}
+
+/// The other item of a membership pair: `(ORG#o, MEMBER#u)` and `(USER#u, ORG#o)` name each
+/// other. `None` for keys that are not a membership's.
+pub fn membership_counterpart(pk: &str, sk: &str) -> Option<(String, String)> {
+    if let (Some(organization_id), Some(user_id)) = (pk.strip_prefix("ORG#"), sk.strip_prefix(MEMBER_SK_PREFIX)) {
+        return Some((user_pk(user_id), organization_pk(organization_id)));
+    }
+    if let (Some(user_id), Some(organization_id)) =
+        (pk.strip_prefix("USER#"), sk.strip_prefix(USER_MEMBERSHIP_SK_PREFIX))
+    {
+        return Some((organization_pk(organization_id), member_sk(user_id)));
+    }
+    None
+}
+
 /// One write, carried out by the store as one conditional request (plus, for a deletion, the
 /// removal of the user's sessions).
 #[derive(Debug, PartialEq)]
@@ -29,6 +58,10 @@ pub enum Write {
     UpsertUser(UserItem),
     DeleteUser(Tombstone),
     UpsertSession(SessionItem),
+    UpsertOrganization(OrganizationItem),
+    DeleteOrganization(Tombstone),
+    /// A live membership, or its tombstone (`deleted`).
+    PutMembership(MembershipItem),
 }
 
 impl Write {
@@ -38,6 +71,9 @@ impl Write {
             Write::UpsertUser(item) => item.version,
             Write::DeleteUser(tombstone) => tombstone.version,
             Write::UpsertSession(item) => item.version,
+            Write::UpsertOrganization(item) => item.version,
+            Write::DeleteOrganization(tombstone) => tombstone.version,
+            Write::PutMembership(item) => item.version,
         }
     }
 }
@@ -78,8 +114,8 @@ pub struct UserItem {
     pub data: Option<Value>,
 }
 
-/// What is left of a deleted user: the key, the id, `deleted = true` and the version. No
-/// personal data.
+/// What is left of a deleted user or organization: the key, the id, `deleted = true` and the
+/// version. No personal data.
 #[derive(Debug, Serialize, PartialEq)]
 pub struct Tombstone {
     pub pk: String,
@@ -94,6 +130,87 @@ impl Tombstone {
     /// what `reconcile` writes for a user Clerk no longer has.
     pub fn user(user_id: &str, version: u64) -> Self {
         Self { pk: user_pk(user_id), sk: USER_SK, id: user_id.to_owned(), deleted: true, version }
+    }
+
+    /// The tombstone of organization `organization_id`, deleted at `version` (ms).
+    pub fn organization(organization_id: &str, version: u64) -> Self {
+        Self {
+            pk: organization_pk(organization_id),
+            sk: ORGANIZATION_SK,
+            id: organization_id.to_owned(),
+            deleted: true,
+            version,
+        }
+    }
+}
+
+/// An organization: `pk = ORG#<id>`, `sk = ORG`.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct OrganizationItem {
+    pub pk: String,
+    pub sk: &'static str,
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slug: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<i64>,
+    pub public_metadata: Map<String, Value>,
+    pub version: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+/// A user's membership of an organization, written twice in one transaction: under the
+/// organization (`pk = ORG#<organization_id>`, `sk = MEMBER#<user_id>`, with `data`) to list its
+/// members, and under the user (`pk = USER#<user_id>`, `sk = ORG#<organization_id>`, without
+/// `data`) to list theirs. A tombstone (`deleted = true`) keeps only ids, `created_at` and the
+/// version.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MembershipItem {
+    pub pk: String,
+    pub sk: String,
+    pub id: String,
+    pub organization_id: String,
+    pub user_id: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    pub created_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_metadata: Option<Map<String, Value>>,
+    pub version: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+impl MembershipItem {
+    /// The same membership under the user's partition, without `data`.
+    pub fn under_user(&self) -> MembershipItem {
+        MembershipItem {
+            pk: user_pk(&self.user_id),
+            sk: format!("{USER_MEMBERSHIP_SK_PREFIX}{}", self.organization_id),
+            data: None,
+            ..self.clone()
+        }
+    }
+
+    /// What the membership rule compares.
+    pub fn state(&self) -> rules::MembershipState<'_> {
+        rules::MembershipState {
+            created_at: self.created_at,
+            id: &self.id,
+            deleted: self.deleted,
+            version: self.version,
+        }
     }
 }
 
@@ -155,8 +272,76 @@ pub fn plan(event: &Event<'_>, options: Options) -> Result<Option<Write>, PlanEr
             let data = options.store_clerk_data.then(|| raw_object(data.get(), &["user"])).transpose()?;
             Some(Write::UpsertSession(session_item(session, version, data)))
         }
+        EventKind::OrganizationUpsert { organization, data } => {
+            let version = version(organization.updated_at)?;
+            let data = options.store_clerk_data.then(|| raw_object(data.get(), &[])).transpose()?;
+            Some(Write::UpsertOrganization(organization_item(organization, version, data)))
+        }
+        EventKind::OrganizationDeleted { organization_id } => {
+            Some(Write::DeleteOrganization(Tombstone::organization(organization_id, version(None)?)))
+        }
+        EventKind::MembershipUpsert { membership, data } => {
+            let version = version(membership.updated_at)?;
+            // The organization and the user live in their own items; copies here would go stale,
+            // and `public_user_data` (name, email) would outlive the user's deletion.
+            let data = options
+                .store_clerk_data
+                .then(|| raw_object(data.get(), &["organization", "public_user_data"]))
+                .transpose()?;
+            Some(Write::PutMembership(membership_item(membership, version, data)))
+        }
+        EventKind::MembershipDeleted { membership } => {
+            let version = version(membership.updated_at)?;
+            Some(Write::PutMembership(membership_tombstone(membership, version)))
+        }
         EventKind::Ignored => None,
     })
+}
+
+fn organization_item(organization: &Organization, version: u64, data: Option<Value>) -> OrganizationItem {
+    OrganizationItem {
+        pk: organization_pk(&organization.id),
+        sk: ORGANIZATION_SK,
+        id: organization.id.clone(),
+        name: organization.name.clone(),
+        slug: organization.slug.clone(),
+        image_url: organization.image_url.clone(),
+        created_at: organization.created_at,
+        updated_at: organization.updated_at,
+        public_metadata: organization.public_metadata.clone().unwrap_or_default(),
+        version,
+        data,
+    }
+}
+
+fn membership_item(membership: &Membership, version: u64, data: Option<Value>) -> MembershipItem {
+    MembershipItem {
+        deleted: false,
+        role: membership.role.clone(),
+        updated_at: membership.updated_at,
+        public_metadata: Some(membership.public_metadata.clone().unwrap_or_default()),
+        data,
+        ..membership_tombstone(membership, version)
+    }
+}
+
+fn membership_tombstone(membership: &Membership, version: u64) -> MembershipItem {
+    let organization_id = &membership.organization.id;
+    let user_id = &membership.public_user_data.user_id;
+    MembershipItem {
+        pk: organization_pk(organization_id),
+        sk: member_sk(user_id),
+        id: membership.id.clone(),
+        organization_id: organization_id.clone(),
+        user_id: user_id.clone(),
+        deleted: true,
+        role: None,
+        created_at: membership.created_at,
+        updated_at: None,
+        public_metadata: None,
+        version,
+        data: None,
+    }
 }
 
 fn user_item(user: &User, version: u64, data: Option<Value>) -> UserItem {

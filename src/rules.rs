@@ -7,10 +7,15 @@
 //! for every combination of stored and incoming state.
 //!
 //! In order of precedence:
-//! 1. A user tombstone beats everything; Clerk never reuses a user id, so it is final.
-//! 2. A deleted user has no sessions: session writes check the user item in the same transaction.
+//! 1. A user or organization tombstone beats everything; Clerk never reuses their ids, so it is
+//!    final.
+//! 2. A deleted user has no sessions and no memberships, and a deleted organization has no
+//!    memberships: those writes check the user (and organization) item in the same transaction,
+//!    and a deletion removes what was there.
 //! 3. A terminal session status beats a live one, whatever the versions.
-//! 4. Otherwise the higher version wins; an equal version is a duplicate and changes nothing.
+//! 4. Of two memberships of one user in one organization (leaving and joining again makes a new
+//!    one), the later created wins; within one membership, its deletion beats any update.
+//! 5. Otherwise the higher version wins; an equal version is a duplicate and changes nothing.
 
 /// Session statuses after which a session can never be live again.
 pub const TERMINAL_SESSION_STATUSES: [&str; 6] = ["ended", "removed", "revoked", "expired", "abandoned", "replaced"];
@@ -55,6 +60,8 @@ pub enum Verdict {
     Stale,
     /// The user was deleted; nothing about them is written again.
     UserDeleted,
+    /// The organization was deleted; none of its memberships is written again.
+    OrganizationDeleted,
 }
 
 /// `user.created` / `user.updated` at `version` against the stored user item.
@@ -73,6 +80,53 @@ pub fn user_tombstone(stored: Option<Stored>, version: u64) -> Verdict {
     match stored {
         Some(s) if s.deleted => compare(s.version, version),
         _ => Verdict::Apply,
+    }
+}
+
+/// `organization.created` / `organization.updated`: the same rule as users (a final tombstone,
+/// then versions).
+pub fn organization_upsert(stored: Option<Stored>, version: u64) -> Verdict {
+    match user_upsert(stored, version) {
+        Verdict::UserDeleted => Verdict::OrganizationDeleted,
+        verdict => verdict,
+    }
+}
+
+/// `organization.deleted`: the same rule as `user.deleted`.
+pub fn organization_tombstone(stored: Option<Stored>, version: u64) -> Verdict {
+    user_tombstone(stored, version)
+}
+
+/// What the membership rule compares, stored or incoming. A membership item holds one user's
+/// membership of one organization; `created_at` and then `id` tell a later membership (the user
+/// left and joined again) from an earlier one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MembershipState<'a> {
+    pub created_at: i64,
+    pub id: &'a str,
+    pub deleted: bool,
+    pub version: u64,
+}
+
+impl MembershipState<'_> {
+    /// The order memberships merge in: the later membership, then within one membership its
+    /// tombstone over any live state, then the higher version. A maximum under one total order is
+    /// what makes any delivery order and any repetition give the same item.
+    fn precedence(&self) -> (i64, &str, bool, u64) {
+        (self.created_at, self.id, self.deleted, self.version)
+    }
+}
+
+/// An `organizationMembership.*` event (live, or a tombstone for `.deleted`) against the stored
+/// membership item. Whether the organization or the user was deleted is checked beside it.
+pub fn membership(stored: Option<MembershipState<'_>>, incoming: MembershipState<'_>) -> Verdict {
+    match stored {
+        None => Verdict::Apply,
+        Some(stored) => match incoming.precedence().cmp(&stored.precedence()) {
+            std::cmp::Ordering::Greater => Verdict::Apply,
+            std::cmp::Ordering::Equal => Verdict::Duplicate,
+            std::cmp::Ordering::Less => Verdict::Stale,
+        },
     }
 }
 
@@ -101,14 +155,23 @@ fn compare(stored: u64, incoming: u64) -> Verdict {
 /// returns [`Verdict::Apply`]. Attribute names go through placeholders (`status` is reserved).
 pub mod condition {
     /// The placeholders every expression may use, and the attributes they stand for.
-    pub const NAMES: [(&str, &str); 4] =
-        [("#pk", "pk"), ("#version", "version"), ("#deleted", "deleted"), ("#status", "status")];
+    pub const NAMES: [(&str, &str); 6] = [
+        ("#pk", "pk"),
+        ("#version", "version"),
+        ("#deleted", "deleted"),
+        ("#status", "status"),
+        ("#created_at", "created_at"),
+        ("#id", "id"),
+    ];
 
     /// Placeholders for the terminal statuses, in the order of `TERMINAL_SESSION_STATUSES`.
     pub const TERMINAL_VALUES: [&str; 6] = [":ended", ":removed", ":revoked", ":expired", ":abandoned", ":replaced"];
 
     /// The incoming version's placeholder.
     pub const VERSION: &str = ":version";
+    /// The incoming membership's `created_at` and `id` placeholders.
+    pub const CREATED_AT: &str = ":created_at";
+    pub const ID: &str = ":id";
 
     /// [`super::user_upsert`]: no item yet, or a live one with a lower version.
     pub const USER_UPSERT: &str =
@@ -117,9 +180,28 @@ pub mod condition {
     /// [`super::user_tombstone`]: anything but a tombstone of the same or a higher version.
     pub const USER_TOMBSTONE: &str = "attribute_not_exists(#deleted) OR #version < :version";
 
-    /// The first half of [`super::session_upsert`], checked on the user item in the session's
-    /// transaction. A user that does not exist yet is not deleted.
-    pub const USER_NOT_DELETED: &str = "attribute_not_exists(#deleted)";
+    /// [`super::organization_upsert`]: the user rule, on the organization item.
+    pub const ORGANIZATION_UPSERT: &str = USER_UPSERT;
+
+    /// [`super::organization_tombstone`]: the user rule, on the organization item.
+    pub const ORGANIZATION_TOMBSTONE: &str = USER_TOMBSTONE;
+
+    /// Checked on the user item (and for memberships, the organization item) in the same
+    /// transaction as a session or membership write. One that does not exist yet is not deleted.
+    pub const NOT_DELETED: &str = "attribute_not_exists(#deleted)";
+
+    /// [`super::membership`] for a live incoming membership: no item yet, a membership created
+    /// earlier, or the same live membership at a lower version.
+    pub const LIVE_MEMBERSHIP: &str = "attribute_not_exists(#pk) OR #created_at < :created_at OR (#created_at = :created_at AND #id < :id) OR (#created_at = :created_at AND #id = :id AND attribute_not_exists(#deleted) AND #version < :version)";
+
+    /// [`super::membership`] for a membership's tombstone: no item yet, a membership created
+    /// earlier, or the same membership live, or deleted at a lower version.
+    pub const MEMBERSHIP_TOMBSTONE: &str = "attribute_not_exists(#pk) OR #created_at < :created_at OR (#created_at = :created_at AND #id < :id) OR (#created_at = :created_at AND #id = :id AND (attribute_not_exists(#deleted) OR #version < :version))";
+
+    /// The membership condition for a live or deleted incoming membership.
+    pub fn membership(deleted: bool) -> &'static str {
+        if deleted { MEMBERSHIP_TOMBSTONE } else { LIVE_MEMBERSHIP }
+    }
 
     /// [`super::session_upsert`] for a live incoming status: no item yet, or a live one with a
     /// lower version.
@@ -253,9 +335,11 @@ mod tests {
         let all = [
             condition::USER_UPSERT,
             condition::USER_TOMBSTONE,
-            condition::USER_NOT_DELETED,
+            condition::NOT_DELETED,
             condition::LIVE_SESSION_UPSERT,
             condition::TERMINAL_SESSION_UPSERT,
+            condition::LIVE_MEMBERSHIP,
+            condition::MEMBERSHIP_TOMBSTONE,
         ];
         for expression in all {
             for word in expression.split(|c: char| !(c.is_alphanumeric() || c == '#' || c == ':' || c == '_')) {
@@ -263,7 +347,8 @@ mod tests {
                     assert!(condition::NAMES.iter().any(|(p, _)| *p == word), "{word} in {expression}");
                 }
                 if word.starts_with(':') {
-                    let declared = word == condition::VERSION || condition::TERMINAL_VALUES.contains(&word);
+                    let declared = [condition::VERSION, condition::CREATED_AT, condition::ID].contains(&word)
+                        || condition::TERMINAL_VALUES.contains(&word);
                     assert!(declared, "{word} in {expression}");
                 }
             }
@@ -277,22 +362,73 @@ mod tests {
         }
     }
 
-    /// One session's state in a table modelled in memory, to check the rules' algebra.
+    #[test]
+    fn organizations_follow_the_user_rules() {
+        assert_eq!(organization_upsert(None, 5), Verdict::Apply);
+        assert_eq!(organization_upsert(user(4), 5), Verdict::Apply);
+        assert_eq!(organization_upsert(user(5), 5), Verdict::Duplicate);
+        assert_eq!(organization_upsert(tombstone(1), 5), Verdict::OrganizationDeleted);
+        assert_eq!(organization_tombstone(user(100), 1), Verdict::Apply);
+        assert_eq!(organization_tombstone(tombstone(5), 5), Verdict::Duplicate);
+    }
+
+    const fn member(created_at: i64, id: &str, deleted: bool, version: u64) -> MembershipState<'_> {
+        MembershipState { created_at, id, deleted, version }
+    }
+
+    #[test]
+    fn membership_versions_order_one_membership() {
+        let stored = Some(member(10, "orgmem_a", false, 20));
+        assert_eq!(membership(None, member(10, "orgmem_a", false, 20)), Verdict::Apply);
+        assert_eq!(membership(stored, member(10, "orgmem_a", false, 21)), Verdict::Apply);
+        assert_eq!(membership(stored, member(10, "orgmem_a", false, 20)), Verdict::Duplicate);
+        assert_eq!(membership(stored, member(10, "orgmem_a", false, 19)), Verdict::Stale);
+    }
+
+    #[test]
+    fn membership_deletion_beats_its_updates_whatever_the_versions() {
+        let live = Some(member(10, "orgmem_a", false, 50));
+        assert_eq!(membership(live, member(10, "orgmem_a", true, 1)), Verdict::Apply);
+        let deleted = Some(member(10, "orgmem_a", true, 1));
+        assert_eq!(membership(deleted, member(10, "orgmem_a", false, 50)), Verdict::Stale);
+        assert_eq!(membership(deleted, member(10, "orgmem_a", true, 1)), Verdict::Duplicate);
+    }
+
+    #[test]
+    fn a_later_membership_replaces_an_earlier_one_deleted_or_not() {
+        for deleted in [false, true] {
+            let earlier = Some(member(10, "orgmem_a", deleted, 90));
+            assert_eq!(membership(earlier, member(11, "orgmem_b", false, 11)), Verdict::Apply);
+            let later = Some(member(11, "orgmem_b", false, 11));
+            assert_eq!(membership(later, member(10, "orgmem_a", deleted, 90)), Verdict::Stale);
+        }
+        // Created in the same millisecond: the id decides, the same way every time.
+        assert_eq!(membership(Some(member(10, "orgmem_a", true, 5)), member(10, "orgmem_b", false, 1)), Verdict::Apply);
+    }
+
+    /// One user, one session of theirs, one organization and the user's membership of it, in a
+    /// table modelled in memory, to check the rules' algebra.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     enum Offer {
         User(u64),
         Delete(u64),
         Session { version: u64, terminal: bool },
+        Organization(u64),
+        DeleteOrganization(u64),
+        Membership { created_at: i64, id: &'static str, deleted: bool, version: u64 },
     }
 
     #[derive(Debug, Default, Clone, PartialEq, Eq)]
     struct Model {
         user: Option<Stored>,
         session: Option<Stored>,
+        organization: Option<Stored>,
+        membership: Option<MembershipState<'static>>,
     }
 
     impl Model {
         fn offer(&mut self, offer: Offer) {
+            let deleted = |item: Option<Stored>| item.is_some_and(|s| s.deleted);
             match offer {
                 Offer::User(v) => {
                     if user_upsert(self.user, v) == Verdict::Apply {
@@ -304,11 +440,29 @@ mod tests {
                         self.user = tombstone(v);
                     }
                     self.session = None;
+                    self.membership = None;
                 }
                 Offer::Session { version, terminal } => {
-                    let deleted = self.user.is_some_and(|u| u.deleted);
-                    if session_upsert(deleted, self.session, version, terminal) == Verdict::Apply {
+                    if session_upsert(deleted(self.user), self.session, version, terminal) == Verdict::Apply {
                         self.session = session(version, terminal);
+                    }
+                }
+                Offer::Organization(v) => {
+                    if organization_upsert(self.organization, v) == Verdict::Apply {
+                        self.organization = user(v);
+                    }
+                }
+                Offer::DeleteOrganization(v) => {
+                    if organization_tombstone(self.organization, v) == Verdict::Apply {
+                        self.organization = tombstone(v);
+                    }
+                    self.membership = None;
+                }
+                Offer::Membership { created_at, id, deleted: gone, version } => {
+                    let incoming = member(created_at, id, gone, version);
+                    let blocked = deleted(self.user) || deleted(self.organization);
+                    if !blocked && membership(self.membership, incoming) == Verdict::Apply {
+                        self.membership = Some(incoming);
                     }
                 }
             }
@@ -321,8 +475,12 @@ mod tests {
             (1u64..20).prop_map(Offer::User),
             (1u64..20).prop_map(Offer::Delete),
             (1u64..20, any::<bool>()).prop_map(|(version, terminal)| Offer::Session { version, terminal }),
+            (1u64..20).prop_map(Offer::Organization),
+            (1u64..20).prop_map(Offer::DeleteOrganization),
+            (1i64..4, prop::sample::select(vec!["orgmem_a", "orgmem_b"]), any::<bool>(), 1u64..20)
+                .prop_map(|(created_at, id, deleted, version)| Offer::Membership { created_at, id, deleted, version }),
         ];
-        proptest::collection::vec((offer, 1usize..=3), 1..12).prop_flat_map(|history| {
+        proptest::collection::vec((offer, 1usize..=3), 1..16).prop_flat_map(|history| {
             let delivered: Vec<Offer> = history.iter().flat_map(|(o, n)| std::iter::repeat_n(*o, *n)).collect();
             let history: Vec<Offer> = history.into_iter().map(|(o, _)| o).collect();
             (Just(history), Just(delivered).prop_shuffle())

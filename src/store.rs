@@ -20,8 +20,8 @@ use aws_sdk_dynamodb::types::{
 use serde::Serialize;
 use tracing::warn;
 
-use crate::plan::{self, SessionItem, Tombstone, UserItem, Write};
-use crate::rules::{self, Stored, Verdict, condition};
+use crate::plan::{self, MembershipItem, SessionItem, Tombstone, Write};
+use crate::rules::{self, MembershipState, Stored, Verdict, condition};
 
 /// DynamoDB's BatchWriteItem limit.
 const BATCH_SIZE: usize = 25;
@@ -38,11 +38,13 @@ pub struct Applied {
     pub verdict: Verdict,
     /// Session items removed by a user deletion.
     pub sessions_removed: usize,
+    /// Memberships (each a pair of items) removed by a user or organization deletion.
+    pub memberships_removed: usize,
 }
 
 impl Applied {
     fn verdict(verdict: Verdict) -> Self {
-        Self { verdict, sessions_removed: 0 }
+        Self { verdict, sessions_removed: 0, memberships_removed: 0 }
     }
 }
 
@@ -124,61 +126,126 @@ impl Store {
     /// Carries out one write.
     pub async fn apply(&self, write: &Write) -> Result<Applied, StoreError> {
         match write {
-            Write::UpsertUser(item) => self.put_user(item).await.map(Applied::verdict),
-            Write::DeleteUser(tombstone) => self.delete_user(tombstone).await,
+            Write::UpsertUser(item) => {
+                let rule = |s| rules::user_upsert(Some(s), item.version);
+                self.put_root(to_item(item)?, condition::USER_UPSERT, item.version, rule).await.map(Applied::verdict)
+            }
+            Write::DeleteUser(tombstone) => {
+                let rule = |s| rules::user_tombstone(Some(s), tombstone.version);
+                self.delete_root(tombstone, condition::USER_TOMBSTONE, rule).await
+            }
             Write::UpsertSession(item) => self.put_session(item).await.map(Applied::verdict),
+            Write::UpsertOrganization(item) => {
+                let rule = |s| rules::organization_upsert(Some(s), item.version);
+                let expression = condition::ORGANIZATION_UPSERT;
+                self.put_root(to_item(item)?, expression, item.version, rule).await.map(Applied::verdict)
+            }
+            Write::DeleteOrganization(tombstone) => {
+                let rule = |s| rules::organization_tombstone(Some(s), tombstone.version);
+                self.delete_root(tombstone, condition::ORGANIZATION_TOMBSTONE, rule).await
+            }
+            Write::PutMembership(item) => self.put_membership(item).await.map(Applied::verdict),
         }
     }
 
-    async fn put_user(&self, item: &UserItem) -> Result<Verdict, StoreError> {
-        let expression = condition::USER_UPSERT;
-        let stored = self.conditional_put(to_item(item)?, expression, item.version).await?;
-        Ok(match stored {
+    /// A user or organization item: one conditional PutItem.
+    async fn put_root(
+        &self,
+        item: Item,
+        expression: &'static str,
+        version: u64,
+        rule: impl FnOnce(Stored) -> Verdict,
+    ) -> Result<Verdict, StoreError> {
+        Ok(match self.conditional_put(item, expression, version).await? {
             Written => Verdict::Apply,
-            Refused(stored) => refused(stored, |s| rules::user_upsert(Some(s), item.version))?,
+            Refused(stored) => refused(stored, rule)?,
         })
     }
 
-    /// Writes the tombstone first, then removes the user's sessions. From the moment the
-    /// tombstone is written no session write can succeed (they check the user item), so the
-    /// query that follows sees every session there will ever be. A retry after a failure in
-    /// between finds the tombstone and removes what is left.
-    async fn delete_user(&self, tombstone: &Tombstone) -> Result<Applied, StoreError> {
-        let stored = self.conditional_put(to_item(tombstone)?, condition::USER_TOMBSTONE, tombstone.version).await?;
-        let verdict = match stored {
-            Written => Verdict::Apply,
-            Refused(stored) => refused(stored, |s| rules::user_tombstone(Some(s), tombstone.version))?,
-        };
-        let sessions_removed = self.delete_sessions(&tombstone.pk).await?;
-        Ok(Applied { verdict, sessions_removed })
+    /// Writes a user's or organization's tombstone first, then removes what hangs off it: a
+    /// user's sessions and memberships, an organization's memberships (both items of each). From
+    /// the moment the tombstone is written no such write can succeed (they check it in their
+    /// transaction), so the consistent query that follows sees every item there will ever be. A
+    /// retry after a failure in between finds the tombstone and removes what is left.
+    async fn delete_root(
+        &self,
+        tombstone: &Tombstone,
+        expression: &'static str,
+        rule: impl FnOnce(Stored) -> Verdict,
+    ) -> Result<Applied, StoreError> {
+        let verdict = self.put_root(to_item(tombstone)?, expression, tombstone.version, rule).await?;
+        let (sessions_removed, memberships_removed) = self.remove_children(&tombstone.pk, tombstone.sk).await?;
+        Ok(Applied { verdict, sessions_removed, memberships_removed })
     }
 
     /// One transaction: the user must not be deleted, and the session condition must hold.
     async fn put_session(&self, item: &SessionItem) -> Result<Verdict, StoreError> {
         let terminal = item.is_terminal();
         let expression = condition::session_upsert(terminal);
-        let user_check = ConditionCheck::builder()
-            .table_name(&self.table)
-            .key("pk", AttributeValue::S(item.pk.clone()))
-            .key("sk", AttributeValue::S(plan::USER_SK.to_owned()))
-            .condition_expression(condition::USER_NOT_DELETED)
-            .set_expression_attribute_names(Some(names(condition::USER_NOT_DELETED)))
-            .build()
-            .map_err(|e| StoreError::Conversion(e.to_string()))?;
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(to_item(item)?))
-            .condition_expression(expression)
-            .set_expression_attribute_names(Some(names(expression)))
-            .set_expression_attribute_values(Some(values(expression, item.version)))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .build()
-            .map_err(|e| StoreError::Conversion(e.to_string()))?;
-        let request = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().condition_check(user_check).build())
-            .transact_items(TransactWriteItem::builder().put(put).build());
+        let guards = [(item.pk.clone(), plan::USER_SK, Verdict::UserDeleted)];
+        let judge = |stored_item: Option<&Item>| {
+            refused(stored_item.and_then(stored), |s| rules::session_upsert(false, Some(s), item.version, terminal))
+        };
+        let values = values(expression, item.version);
+        self.guarded_put(&guards, vec![to_item(item)?], expression, values, judge).await
+    }
+
+    /// One transaction: neither the organization nor the user may be deleted, and both items of
+    /// the membership (under the organization and under the user) take the write under the
+    /// membership condition. They are only ever written together, so they always agree.
+    async fn put_membership(&self, item: &MembershipItem) -> Result<Verdict, StoreError> {
+        let expression = condition::membership(item.deleted);
+        let guards = [
+            (plan::organization_pk(&item.organization_id), plan::ORGANIZATION_SK, Verdict::OrganizationDeleted),
+            (plan::user_pk(&item.user_id), plan::USER_SK, Verdict::UserDeleted),
+        ];
+        let incoming = item.state();
+        let judge = |stored_item: Option<&Item>| {
+            refused(stored_item.and_then(stored_membership), |s| rules::membership(Some(s), incoming))
+        };
+        let mut values = values(expression, item.version);
+        values.insert(condition::CREATED_AT.to_owned(), AttributeValue::N(item.created_at.to_string()));
+        values.insert(condition::ID.to_owned(), AttributeValue::S(item.id.clone()));
+        let puts = vec![to_item(item)?, to_item(&item.under_user())?];
+        self.guarded_put(&guards, puts, expression, values, judge).await
+    }
+
+    /// A TransactWriteItems of `guards` (items that must not be tombstones: `(pk, sk, the verdict
+    /// if one is)`) and `puts` under `expression`. A refused put is judged by `judge` from what was
+    /// stored; a conflict with another transaction is tried again.
+    async fn guarded_put(
+        &self,
+        guards: &[(String, &'static str, Verdict)],
+        puts: Vec<Item>,
+        expression: &'static str,
+        values: HashMap<String, AttributeValue>,
+        judge: impl Fn(Option<&Item>) -> Result<Verdict, StoreError>,
+    ) -> Result<Verdict, StoreError> {
+        let build_error = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Conversion(e.to_string());
+        let mut request = self.client.transact_write_items();
+        for (pk, sk, _) in guards {
+            let check = ConditionCheck::builder()
+                .table_name(&self.table)
+                .key("pk", AttributeValue::S(pk.clone()))
+                .key("sk", AttributeValue::S((*sk).to_owned()))
+                .condition_expression(condition::NOT_DELETED)
+                .set_expression_attribute_names(Some(names(condition::NOT_DELETED)))
+                .build()
+                .map_err(build_error)?;
+            request = request.transact_items(TransactWriteItem::builder().condition_check(check).build());
+        }
+        for item in puts {
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression(expression)
+                .set_expression_attribute_names(Some(names(expression)))
+                .set_expression_attribute_values(Some(values.clone()))
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .build()
+                .map_err(build_error)?;
+            request = request.transact_items(TransactWriteItem::builder().put(put).build());
+        }
 
         for attempt in 0..=MAX_CONTENTION_RETRIES {
             let reasons = match request.clone().send().await {
@@ -191,14 +258,18 @@ impl Store {
                 },
                 Err(other) => return Err(request_error("TransactWriteItems", other)),
             };
-            if let Some(verdict) = session_verdict(&reasons, item.version, terminal) {
-                return verdict;
+            let failed = |i: usize| reasons.get(i).and_then(|r| r.code()) == Some("ConditionalCheckFailed");
+            if let Some((_, _, verdict)) = guards.iter().enumerate().find(|(i, _)| failed(*i)).map(|(_, g)| g) {
+                return Ok(*verdict);
+            }
+            if let Some(put) = (guards.len()..reasons.len()).find(|i| failed(*i)) {
+                return judge(reasons[put].item());
             }
             if let Some(invalid) = reasons.iter().find(|r| r.code() == Some("ValidationError")) {
                 let detail = format!("ValidationError: {}", invalid.message().unwrap_or(""));
                 return Err(StoreError::Request { operation: "TransactWriteItems", detail, transient: false });
             }
-            warn!(attempt, reasons = ?codes(&reasons), "session transaction cancelled; trying again");
+            warn!(attempt, reasons = ?codes(&reasons), "transaction cancelled; trying again");
             backoff(attempt).await;
         }
         Err(StoreError::Contention { operation: "TransactWriteItems" })
@@ -234,28 +305,43 @@ impl Store {
         }
     }
 
-    /// Removes every session item under a user's partition; returns how many there were.
-    async fn delete_sessions(&self, pk: &str) -> Result<usize, StoreError> {
-        let mut keys = Vec::new();
+    /// Removes every item in the partition `pk` but its root (`root_sk`), and the other item of
+    /// each membership among them; returns how many sessions and memberships there were.
+    async fn remove_children(&self, pk: &str, root_sk: &str) -> Result<(usize, usize), StoreError> {
+        let (mut keys, mut sessions, mut memberships) = (Vec::new(), 0, 0);
         let mut pages = self
             .client
             .query()
             .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .key_condition_expression("pk = :pk")
             .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
-            .expression_attribute_values(":prefix", AttributeValue::S(plan::SESSION_SK_PREFIX.to_owned()))
             .projection_expression("pk, sk")
             .consistent_read(true)
             .into_paginator()
             .items()
             .send();
         while let Some(key) = pages.next().await {
-            keys.push(key.map_err(|e| request_error("Query", e))?);
+            let key = key.map_err(|e| request_error("Query", e))?;
+            let sk = key.get("sk").and_then(|sk| sk.as_s().ok()).map(String::as_str).unwrap_or_default();
+            if sk == root_sk {
+                continue;
+            }
+            if sk.starts_with(plan::SESSION_SK_PREFIX) {
+                sessions += 1;
+            }
+            if let Some((other_pk, other_sk)) = plan::membership_counterpart(pk, sk) {
+                memberships += 1;
+                keys.push(Item::from([
+                    ("pk".to_owned(), AttributeValue::S(other_pk)),
+                    ("sk".to_owned(), AttributeValue::S(other_sk)),
+                ]));
+            }
+            keys.push(key);
         }
         for chunk in keys.chunks(BATCH_SIZE) {
             self.batch_delete(chunk).await?;
         }
-        Ok(keys.len())
+        Ok((sessions, memberships))
     }
 
     async fn batch_delete(&self, keys: &[Item]) -> Result<(), StoreError> {
@@ -297,29 +383,12 @@ use ConditionalPut::{Refused, Written};
 /// let the write through, the condition expression and the rules disagree: that is a bug, and the
 /// delivery fails (5xx, retried by Svix, alarmed) rather than claim an outcome. Without the stored
 /// item (a DynamoDB-compatible server that does not return it) the write simply lost: stale.
-fn refused(stored: Option<Stored>, rule: impl FnOnce(Stored) -> Verdict) -> Result<Verdict, StoreError> {
+fn refused<S>(stored: Option<S>, rule: impl FnOnce(S) -> Verdict) -> Result<Verdict, StoreError> {
     match stored.map(rule) {
         Some(Verdict::Apply) => Err(StoreError::RulesDisagree),
         Some(verdict) => Ok(verdict),
         None => Ok(Verdict::Stale),
     }
-}
-
-/// The outcome of a cancelled session transaction, or `None` when it should be tried again.
-fn session_verdict(
-    reasons: &[CancellationReason],
-    version: u64,
-    terminal: bool,
-) -> Option<Result<Verdict, StoreError>> {
-    let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
-    if code(0) == "ConditionalCheckFailed" {
-        return Some(Ok(Verdict::UserDeleted));
-    }
-    if code(1) == "ConditionalCheckFailed" {
-        let stored = reasons[1].item().and_then(stored);
-        return Some(refused(stored, |s| rules::session_upsert(false, Some(s), version, terminal)));
-    }
-    None
 }
 
 fn codes(reasons: &[CancellationReason]) -> Vec<&str> {
@@ -332,6 +401,16 @@ fn stored(item: &Item) -> Option<Stored> {
     let deleted = matches!(item.get("deleted"), Some(AttributeValue::Bool(true)));
     let terminal = item.get("status").and_then(|s| s.as_s().ok()).is_some_and(|s| rules::is_terminal(s));
     Some(Stored { version, deleted, terminal })
+}
+
+/// Reads what the membership rule compares from a stored membership item.
+fn stored_membership(item: &Item) -> Option<MembershipState<'_>> {
+    Some(MembershipState {
+        created_at: item.get("created_at")?.as_n().ok()?.parse().ok()?,
+        id: item.get("id")?.as_s().ok()?,
+        deleted: matches!(item.get("deleted"), Some(AttributeValue::Bool(true))),
+        version: item.get("version")?.as_n().ok()?.parse().ok()?,
+    })
 }
 
 fn names(expression: &str) -> HashMap<String, String> {
