@@ -111,7 +111,10 @@ async fn user_deleted_leaves_a_tombstone_without_personal_data_and_removes_sessi
 
     let (status, body) = deliver(&table, &clerk::user_deleted(USER, DELETED_AT)).await;
     assert_eq!(status, 200);
-    assert_eq!(body, json!({"outcome": "applied", "type": "user.deleted", "id": USER, "sessions_removed": 2}));
+    assert_eq!(
+        body,
+        json!({"outcome": "applied", "type": "user.deleted", "id": USER, "sessions_removed": 2, "memberships_removed": 0})
+    );
     let items = table.items().await;
     assert_eq!(items.len(), 1, "only the tombstone is left: {items:?}");
     let tombstone = &items[&(USER_PK.to_owned(), "USER".to_owned())];
@@ -235,7 +238,7 @@ async fn later_terminal_status_replaces_an_earlier_one() {
 async fn unhandled_types_are_acknowledged_and_write_nothing() {
     let table = TestTable::create().await;
     for body in [
-        r#"{"type":"organization.created","object":"event","timestamp":1,"data":{"id":"org_1","object":"organization","name":"Acme"}}"#,
+        r#"{"type":"organizationInvitation.created","object":"event","timestamp":1,"data":{"id":"orginv_1","object":"organization_invitation","email_address":"a@b.c"}}"#,
         r#"{"type":"email.created","object":"event","timestamp":1,"data":{"id":"ema_1","object":"email","to_email_address":"a@b.c"}}"#,
         r#"{"type":"session.token_created","object":"event","timestamp":1,"data":{"object":"token"}}"#,
     ] {

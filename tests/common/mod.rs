@@ -314,6 +314,58 @@ pub mod clerk {
         .to_string()
     }
 
+    pub fn organization(event_type: &str, id: &str, updated_at: i64, name: &str) -> String {
+        json!({
+            "data": {
+                "admin_delete_enabled": true, "created_at": 1654013202977_i64, "created_by": "user_1vq84bqWzw7qmFgqSwN4CH1Wp0n",
+                "has_image": false, "id": id, "image_url": "https://img.clerk.com/org", "max_allowed_memberships": 5,
+                "members_count": 1, "name": name, "object": "organization", "pending_invitations_count": 0,
+                "private_metadata": {"billing": name}, "public_metadata": {"tier": name}, "slug": name.to_lowercase(),
+                "updated_at": updated_at
+            },
+            "instance_id": "ins_123", "object": "event", "timestamp": updated_at, "type": event_type
+        })
+        .to_string()
+    }
+
+    pub fn organization_deleted(id: &str, timestamp: i64) -> String {
+        json!({
+            "data": {"deleted": true, "id": id, "object": "organization"},
+            "object": "event", "timestamp": timestamp, "type": "organization.deleted"
+        })
+        .to_string()
+    }
+
+    /// An `organizationMembership.*` event; `.deleted` carries the membership as it was.
+    pub fn membership(
+        event_type: &str,
+        id: &str,
+        organization_id: &str,
+        user_id: &str,
+        role: &str,
+        created_at: i64,
+        updated_at: i64,
+    ) -> String {
+        json!({
+            "data": {
+                "created_at": created_at, "id": id, "object": "organization_membership",
+                "organization": {
+                    "created_at": 1654013202977_i64, "id": organization_id, "image_url": "https://img.clerk.com/org",
+                    "name": "Acme Inc", "object": "organization", "public_metadata": {}, "slug": "acme-inc",
+                    "updated_at": 1654013202977_i64
+                },
+                "permissions": ["org:sys_memberships:read"], "private_metadata": {}, "public_metadata": {"team": role},
+                "public_user_data": {
+                    "first_name": "Ada", "identifier": format!("ada.{user_id}@example.org"), "image_url": "https://img.clerk.com/u",
+                    "last_name": "Tester", "profile_image_url": "https://img.clerk.com/p", "user_id": user_id
+                },
+                "role": role, "updated_at": updated_at
+            },
+            "instance_id": "ins_123", "object": "event", "timestamp": updated_at, "type": event_type
+        })
+        .to_string()
+    }
+
     pub fn session(
         event_type: &str,
         id: &str,
