@@ -5,8 +5,11 @@
 mod common;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use clerk_sync::plan::{SessionItem, Tombstone, USER_SK, UserItem, Write, session_sk, user_pk};
-use clerk_sync::rules::{self, Stored, Verdict};
+use clerk_sync::plan::{
+    MembershipItem, ORGANIZATION_SK, OrganizationItem, SessionItem, Tombstone, USER_SK, UserItem, Write, member_sk,
+    organization_pk, session_sk, user_pk,
+};
+use clerk_sync::rules::{self, MembershipState, Stored, Verdict};
 use clerk_sync::store::to_item;
 use common::TestTable;
 use serde_json::Map;
@@ -175,4 +178,154 @@ async fn session_upsert_condition_matches_the_rule() {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn organization_conditions_match_the_rules() {
+    let table = TestTable::create().await;
+    let store = table.store();
+    for (n, (state, incoming)) in USER_STATES.iter().flat_map(|s| INCOMING.map(|v| (*s, v))).enumerate() {
+        let id = format!("org_{n}");
+        match state {
+            UserState::Absent => {}
+            UserState::Live => put_raw(&table, &organization_item(&id, V)).await,
+            UserState::Deleted => put_raw(&table, &Tombstone::organization(&id, V)).await,
+        }
+        let applied = store.apply(&Write::UpsertOrganization(organization_item(&id, incoming))).await.unwrap();
+        let expected = rules::organization_upsert(state.stored(), incoming);
+        assert_eq!(applied.verdict, expected, "upsert: {state:?} <- {incoming}");
+        let after = version_at(&table, &organization_pk(&id), ORGANIZATION_SK).await;
+        let expected_after = match (expected, state) {
+            (Verdict::Apply, _) => Some((incoming, false, None)),
+            (_, UserState::Deleted) => Some((V, true, None)),
+            _ => Some((V, false, None)),
+        };
+        assert_eq!(after, expected_after, "upsert: {state:?} <- {incoming}");
+
+        let applied = store.apply(&Write::DeleteOrganization(Tombstone::organization(&id, incoming))).await.unwrap();
+        let stored_now = after.map(|(version, deleted, _)| Stored { version, deleted, terminal: false });
+        assert_eq!(applied.verdict, rules::organization_tombstone(stored_now, incoming), "delete: {state:?}");
+    }
+}
+
+fn organization_item(id: &str, version: u64) -> OrganizationItem {
+    OrganizationItem {
+        pk: organization_pk(id),
+        sk: ORGANIZATION_SK,
+        id: id.into(),
+        name: Some(format!("v{version}")),
+        slug: None,
+        image_url: None,
+        created_at: Some(1),
+        updated_at: Some(version as i64),
+        public_metadata: Map::new(),
+        version,
+        data: None,
+    }
+}
+
+fn membership_item(organization: &str, user: &str, state: MembershipState<'_>) -> MembershipItem {
+    MembershipItem {
+        pk: organization_pk(organization),
+        sk: member_sk(user),
+        id: state.id.into(),
+        organization_id: organization.into(),
+        user_id: user.into(),
+        deleted: state.deleted,
+        role: (!state.deleted).then(|| "org:member".into()),
+        created_at: state.created_at,
+        updated_at: None,
+        public_metadata: None,
+        version: state.version,
+        data: None,
+    }
+}
+
+/// Every stored membership (none, live, deleted) against every incoming one that is earlier, the
+/// same or later by `created_at`, `id` and version, live or deleted: both items of the pair end
+/// as the rule says. Then the same with a deleted organization or user, which refuse them all.
+#[tokio::test]
+async fn membership_conditions_match_the_rule() {
+    let table = TestTable::create().await;
+    let store = table.store();
+    const C: i64 = 1_700_000_000_000;
+    let stored_states = [None, Some(false), Some(true)];
+    let mut n = 0;
+    for stored_deleted in stored_states {
+        for created_at in [C - 1, C, C + 1] {
+            for id in ["orgmem_a", "orgmem_b", "orgmem_c"] {
+                for deleted in [false, true] {
+                    for version in INCOMING {
+                        n += 1;
+                        let (organization, user) = (format!("org_m{n}"), format!("user_m{n}"));
+                        let stored = stored_deleted.map(|deleted| MembershipState {
+                            created_at: C,
+                            id: "orgmem_b",
+                            deleted,
+                            version: V,
+                        });
+                        if let Some(stored) = stored {
+                            let item = membership_item(&organization, &user, stored);
+                            put_raw(&table, &item).await;
+                            put_raw(&table, &item.under_user()).await;
+                        }
+                        let incoming = MembershipState { created_at, id, deleted, version };
+                        let item = membership_item(&organization, &user, incoming);
+                        let applied = store.apply(&Write::PutMembership(item.clone())).await.unwrap();
+                        let expected = rules::membership(stored, incoming);
+                        let case = format!("{stored:?} <- {incoming:?}");
+                        assert_eq!(applied.verdict, expected, "{case}");
+                        let winner = if expected == Verdict::Apply { Some(incoming) } else { stored };
+                        for (pk, sk) in
+                            [(item.pk.clone(), item.sk.clone()), (item.under_user().pk, item.under_user().sk)]
+                        {
+                            let after = membership_at(&table, &pk, &sk).await;
+                            let expected_after = winner.map(|w| (w.created_at, w.id.to_owned(), w.deleted, w.version));
+                            assert_eq!(after, expected_after, "{case} at {pk} {sk}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    for (organization_deleted, user_deleted) in [(true, false), (false, true), (true, true)] {
+        for deleted in [false, true] {
+            n += 1;
+            let (organization, user) = (format!("org_m{n}"), format!("user_m{n}"));
+            if organization_deleted {
+                put_raw(&table, &Tombstone::organization(&organization, V)).await;
+            }
+            if user_deleted {
+                put_raw(&table, &tombstone(&user, V)).await;
+            }
+            let incoming = MembershipState { created_at: C, id: "orgmem_a", deleted, version: V };
+            let item = membership_item(&organization, &user, incoming);
+            let applied = store.apply(&Write::PutMembership(item.clone())).await.unwrap();
+            let expected = if organization_deleted { Verdict::OrganizationDeleted } else { Verdict::UserDeleted };
+            assert_eq!(applied.verdict, expected, "organization deleted {organization_deleted}, user {user_deleted}");
+            assert_eq!(membership_at(&table, &item.pk, &item.sk).await, None);
+            assert_eq!(membership_at(&table, &item.under_user().pk, &item.under_user().sk).await, None);
+        }
+    }
+}
+
+async fn membership_at(table: &TestTable, pk: &str, sk: &str) -> Option<(i64, String, bool, u64)> {
+    let item = table
+        .client
+        .get_item()
+        .table_name(&table.name)
+        .key("pk", AttributeValue::S(pk.into()))
+        .key("sk", AttributeValue::S(sk.into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item?;
+    Some((
+        item["created_at"].as_n().unwrap().parse().unwrap(),
+        item["id"].as_s().unwrap().clone(),
+        item.get("deleted").is_some_and(|d| d == &AttributeValue::Bool(true)),
+        item["version"].as_n().unwrap().parse().unwrap(),
+    ))
 }
