@@ -1,11 +1,13 @@
 //! The core promise, on a real DynamoDB API: for any set of events, delivered in any order, any
 //! number of times, one by one or many at once, the table equals the one in-order delivery gives.
 //!
-//! Histories are generated the way Clerk produces them: per object, versions (`updated_at`)
-//! increase; users are created, updated, maybe deleted; sessions may start pending, become
-//! active, and end in one or more terminal statuses. Objects interleave freely in time. A
-//! deletion's envelope `timestamp` comes from another clock than `updated_at`, so it may be
-//! lower than the user's last update: "in order" means the order things happened, not versions.
+//! Histories are generated the way Clerk produces them (see `common/history.rs`): per object,
+//! versions (`updated_at`) increase; users and organizations are created, updated, maybe
+//! deleted; sessions may start pending, become active, and end in one or more terminal statuses;
+//! memberships are created, updated, deleted, and followed by new ones when a user joins again.
+//! Objects interleave freely in time. A deletion's envelope `timestamp` comes from another clock
+//! than `updated_at`, so it may be lower than the object's last update: "in order" means the
+//! order things happened, not versions.
 //! `PROPTEST_CASES` sets the number of cases (default 48; `scripts/test` runs more).
 
 mod common;

@@ -1,8 +1,11 @@
 //! Generated Clerk histories, the way Clerk produces them: per object, versions (`updated_at`)
-//! increase; users are created, updated, maybe deleted; sessions may start pending, become
-//! active, and end in one or more terminal statuses. Objects interleave freely in time. A
-//! deletion's envelope `timestamp` comes from another clock than `updated_at`, so it may be
-//! lower than the user's last update: "in order" means the order things happened, not versions.
+//! increase; users and organizations are created, updated, maybe deleted; sessions may start
+//! pending, become active, and end in one or more terminal statuses; a user's membership of an
+//! organization is created, maybe updated and deleted, and may be followed by a new membership
+//! (the user joined again). Objects interleave freely in time. A deletion's envelope `timestamp`
+//! comes from another clock than `updated_at`, so it may be lower than the object's last update,
+//! and a membership's deletion carries its last `updated_at`: "in order" means the order things
+//! happened, not versions.
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -35,14 +38,39 @@ pub enum Event {
         status: &'static str,
         version: i64,
     },
+    Organization {
+        event_type: &'static str,
+        organization: usize,
+        version: i64,
+        name: &'static str,
+    },
+    OrganizationDeleted {
+        organization: usize,
+        at: i64,
+        timestamp: i64,
+    },
+    /// `generation` counts the memberships the user has had in the organization. A deletion
+    /// happens `at`, after its `updated_at`.
+    Membership {
+        event_type: &'static str,
+        organization: usize,
+        user: usize,
+        generation: usize,
+        role: &'static str,
+        created_at: i64,
+        updated_at: i64,
+        at: i64,
+    },
 }
 
 impl Event {
     /// When the change happened: the order of in-order delivery.
     pub fn at(&self) -> i64 {
         match self {
-            Event::User { version, .. } | Event::Session { version, .. } => *version,
-            Event::UserDeleted { at, .. } => *at,
+            Event::User { version, .. } | Event::Session { version, .. } | Event::Organization { version, .. } => {
+                *version
+            }
+            Event::UserDeleted { at, .. } | Event::OrganizationDeleted { at, .. } | Event::Membership { at, .. } => *at,
         }
     }
 
@@ -51,7 +79,7 @@ impl Event {
         format!("msg_{}", self.at())
     }
 
-    /// The same event about user `offset + n` instead of user `n`.
+    /// The same event about user (and organization) `offset + n` instead of `n`.
     pub fn for_users_from(self, offset: usize) -> Self {
         match self {
             Event::User { event_type, user, version, name } => {
@@ -61,16 +89,38 @@ impl Event {
             Event::Session { event_type, user, session, status, version } => {
                 Event::Session { event_type, user: user + offset, session, status, version }
             }
+            Event::Organization { event_type, organization, version, name } => {
+                Event::Organization { event_type, organization: organization + offset, version, name }
+            }
+            Event::OrganizationDeleted { organization, at, timestamp } => {
+                Event::OrganizationDeleted { organization: organization + offset, at, timestamp }
+            }
+            Event::Membership { event_type, organization, user, generation, role, created_at, updated_at, at } => {
+                let (organization, user) = (organization + offset, user + offset);
+                Event::Membership { event_type, organization, user, generation, role, created_at, updated_at, at }
+            }
         }
     }
 
     pub fn body(&self) -> String {
         let user_id = |u: &usize| format!("user_{u}Prop");
+        let organization_id = |o: &usize| format!("org_{o}Prop");
         match self {
             Event::User { event_type, user, version, name } => clerk::user(event_type, &user_id(user), *version, name),
             Event::UserDeleted { user, timestamp, .. } => clerk::user_deleted(&user_id(user), *timestamp),
             Event::Session { event_type, user, session, status, version } => {
                 clerk::session(event_type, &format!("sess_{user}x{session}"), &user_id(user), status, *version, None)
+            }
+            Event::Organization { event_type, organization, version, name } => {
+                clerk::organization(event_type, &organization_id(organization), *version, name)
+            }
+            Event::OrganizationDeleted { organization, timestamp, .. } => {
+                clerk::organization_deleted(&organization_id(organization), *timestamp)
+            }
+            Event::Membership { event_type, organization, user, generation, role, created_at, updated_at, .. } => {
+                let id = format!("orgmem_{organization}x{user}g{generation}");
+                let (organization, user) = (organization_id(organization), user_id(user));
+                clerk::membership(event_type, &id, &organization, &user, role, *created_at, *updated_at)
             }
         }
     }
@@ -134,11 +184,74 @@ pub fn session_history(user: usize, session: usize) -> impl Strategy<Value = Vec
         })
 }
 
-/// Several users, each with up to two sessions, all events in time order.
+pub fn organization_history(organization: usize) -> impl Strategy<Value = Vec<Event>> {
+    (0usize..=2, any::<bool>(), 0usize..NAMES.len(), 0i64..60_000)
+        .prop_flat_map(|(updates, deleted, name, skew)| {
+            (versions(1 + updates + deleted as usize), Just((deleted, name, skew)))
+        })
+        .prop_map(move |(versions, (deleted, name, skew))| {
+            let mut events = Vec::new();
+            let live = if deleted { &versions[..versions.len() - 1] } else { &versions[..] };
+            for (i, version) in live.iter().enumerate() {
+                let event_type = if i == 0 { "organization.created" } else { "organization.updated" };
+                let name = NAMES[(name + i) % NAMES.len()];
+                events.push(Event::Organization { event_type, organization, version: *version, name });
+            }
+            if deleted {
+                let at = *versions.last().unwrap();
+                events.push(Event::OrganizationDeleted { organization, at, timestamp: at - skew });
+            }
+            events
+        })
+}
+
+const ROLES: [&str; 3] = ["org:member", "org:admin", "org:billing"];
+
+/// One user's memberships of one organization: one or two, each created, maybe updated, and
+/// deleted (the first always, when the user joins again).
+pub fn membership_history(organization: usize, user: usize) -> impl Strategy<Value = Vec<Event>> {
+    proptest::collection::vec((any::<bool>(), 0usize..ROLES.len()), 1..=2)
+        .prop_flat_map(|generations| {
+            let deleted_last = any::<bool>();
+            (versions(generations.len() * 3), Just(generations), deleted_last)
+        })
+        .prop_map(move |(times, generations, deleted_last)| {
+            let mut events = Vec::new();
+            let count = generations.len();
+            for (generation, ((updated, role), times)) in generations.into_iter().zip(times.chunks(3)).enumerate() {
+                let created_at = times[0];
+                let membership = |event_type, role, updated_at, at| Event::Membership {
+                    event_type,
+                    organization,
+                    user,
+                    generation,
+                    role: ROLES[role % ROLES.len()],
+                    created_at,
+                    updated_at,
+                    at,
+                };
+                events.push(membership("organizationMembership.created", role, created_at, created_at));
+                let mut last = (role, created_at);
+                if updated {
+                    last = (role + 1, times[1]);
+                    events.push(membership("organizationMembership.updated", last.0, last.1, last.1));
+                }
+                if generation + 1 < count || deleted_last {
+                    events.push(membership("organizationMembership.deleted", last.0, last.1, times[2]));
+                }
+            }
+            events
+        })
+}
+
+/// Several users, each with up to two sessions, and up to two organizations with memberships of
+/// some of those users, all events in time order.
 pub fn history() -> impl Strategy<Value = Vec<Event>> {
-    proptest::collection::vec(0usize..=2, 1..=3)
-        .prop_flat_map(|sessions_per_user| {
-            let parts: Vec<BoxedStrategy<Vec<Event>>> = sessions_per_user
+    let members = proptest::collection::vec(proptest::collection::vec(any::<bool>(), 3), 0..=2);
+    (proptest::collection::vec(0usize..=2, 1..=3), members)
+        .prop_flat_map(|(sessions_per_user, organizations)| {
+            let users = sessions_per_user.len();
+            let mut parts: Vec<BoxedStrategy<Vec<Event>>> = sessions_per_user
                 .iter()
                 .enumerate()
                 .flat_map(|(user, sessions)| {
@@ -146,6 +259,12 @@ pub fn history() -> impl Strategy<Value = Vec<Event>> {
                         .chain((0..*sessions).map(move |s| session_history(user, s).boxed()))
                 })
                 .collect();
+            for (organization, members) in organizations.iter().enumerate() {
+                parts.push(organization_history(organization).boxed());
+                for user in (0..users).filter(|user| members[*user]) {
+                    parts.push(membership_history(organization, user).boxed());
+                }
+            }
             parts
         })
         .prop_map(|parts| {
