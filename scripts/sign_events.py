@@ -22,8 +22,10 @@ Then, within five minutes:
 On purpose, two files stay invalid: `refused-bad-signature*` is signed with another secret, and
 `refused-stale-timestamp*` carries a timestamp 600 s old; the function answers both 401.
 The other events are versioned along one story (user created, updated; session pending,
-created, ended; two other sessions removed and revoked; user deleted): replayed in that order
-each one is applied, and an older one replayed after a newer one is answered `stale`.
+created, ended; two other sessions removed and revoked; an organization created, the user made
+its admin; user deleted; organization deleted): replayed in that order each one is applied, and
+an older one replayed after a newer one is answered `stale`. `ignored-*` is a type clerk-sync
+does not store.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ FUNCTION = "SyncFunction"
 # the function, holding the local secret, refuses it.
 OTHER_SECRET = "whsec_BR8NEvFoDlkthmWEYw1nsvXFja6W9O1VqFNFSCkyako="
 STALE_BY_SECS = 600  # twice the 300 s the function tolerates
-HANDLED_PREFIXES = ("user.", "session.")
+HANDLED_PREFIXES = ("user.", "session.", "organization.", "organizationMembership.")
 
 # Official Standard Webhooks / Svix vectors: (secret, id, timestamp, payload, signature).
 VECTORS = [

@@ -1,7 +1,7 @@
 //! What each event costs in DynamoDB requests, counted on the wire by a proxy in front of the local
-//! DynamoDB API: one request per user or session upsert (a session's is one TransactWriteItems),
-//! none for ignored or refused deliveries, and for a deletion the tombstone, one query and one
-//! batch per 25 sessions.
+//! DynamoDB API: one request per user, session, organization or membership upsert (a session's
+//! or a membership's is one TransactWriteItems), none for ignored or refused deliveries, and for a
+//! deletion the tombstone, one query and one batch per 25 items removed.
 
 mod common;
 
@@ -48,6 +48,41 @@ async fn session_upserts_take_one_request_applied_or_not() {
 }
 
 #[tokio::test]
+async fn organization_and_membership_upserts_take_one_request_applied_or_not() {
+    let (_table, proxy, app) = counted().await;
+    let organization = clerk::organization("organization.created", "org_c", T, "Acme");
+    assert_eq!(requests_for(&app, &proxy, &organization).await, 1, "applied");
+    assert_eq!(requests_for(&app, &proxy, &organization).await, 1, "duplicate");
+    let membership = |event_type: &str, version: i64| {
+        clerk::membership(event_type, "orgmem_c", "org_c", USER, "org:member", T, version)
+    };
+    let created = membership("organizationMembership.created", T);
+    assert_eq!(requests_for(&app, &proxy, &created).await, 1, "applied: both items in one transaction");
+    assert_eq!(requests_for(&app, &proxy, &created).await, 1, "duplicate");
+    assert_eq!(requests_for(&app, &proxy, &membership("organizationMembership.deleted", T)).await, 1, "tombstone");
+    assert_eq!(requests_for(&app, &proxy, &membership("organizationMembership.updated", T + 1)).await, 1, "stale");
+}
+
+#[tokio::test]
+async fn organization_deletion_takes_the_tombstone_a_query_and_a_batch_per_25_items() {
+    let (_table, proxy, app) = counted().await;
+    for user in 0..20 {
+        let body = clerk::membership(
+            "organizationMembership.created",
+            &format!("orgmem_{user}"),
+            "org_big",
+            &format!("user_{user}"),
+            "org:member",
+            T,
+            T,
+        );
+        requests_for(&app, &proxy, &body).await;
+    }
+    // 20 memberships are 40 items: the organization's 20 and their 20 counterparts under the users.
+    assert_eq!(requests_for(&app, &proxy, &clerk::organization_deleted("org_big", T + 100)).await, 4);
+}
+
+#[tokio::test]
 async fn deletion_takes_the_tombstone_a_query_and_a_batch_per_25_sessions() {
     let (_table, proxy, app) = counted().await;
     assert_eq!(requests_for(&app, &proxy, &clerk::user_deleted("user_lonely", T)).await, 2, "no sessions: no batch");
@@ -66,7 +101,8 @@ async fn deletion_takes_the_tombstone_a_query_and_a_batch_per_25_sessions() {
 #[tokio::test]
 async fn ignored_and_refused_deliveries_take_no_request() {
     let (_table, proxy, app) = counted().await;
-    let ignored = r#"{"type":"organization.created","object":"event","timestamp":1,"data":{"id":"org_1"}}"#;
+    let ignored =
+        r#"{"type":"organizationInvitation.created","object":"event","timestamp":1,"data":{"id":"orginv_1"}}"#;
     assert_eq!(requests_for(&app, &proxy, ignored).await, 0);
     let mut forged = fixture("user-created");
     sign_with(&mut forged, "whsec_BR8NEvFoDlkthmWEYw1nsvXFja6W9O1VqFNFSCkyako=", "msg_forged", now());

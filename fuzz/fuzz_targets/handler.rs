@@ -80,7 +80,10 @@ const SAMPLE_EVENTS: [&str; 13] = [
     include_str!("../../events/session-ended.json"),
     include_str!("../../events/session-removed.json"),
     include_str!("../../events/session-revoked.json"),
-    include_str!("../../events/ignored-organization-created.json"),
+    include_str!("../../events/organization-created.json"),
+    include_str!("../../events/organization-membership-created.json"),
+    include_str!("../../events/organization-deleted.json"),
+    include_str!("../../events/ignored-organization-invitation-created.json"),
     include_str!("../../events/user-created-base64.json"),
     include_str!("../../events/rest-user-created.json"),
     include_str!("../../events/rest-user-created-base64.json"),
@@ -259,7 +262,7 @@ enum Leaf {
 
 impl Leaf {
     fn value(&self) -> Value {
-        const TYPES: [&str; 12] = [
+        const TYPES: [&str; 18] = [
             "user.created",
             "user.updated",
             "user.deleted",
@@ -270,6 +273,12 @@ impl Leaf {
             "session.revoked",
             "session.token_refreshed",
             "organization.created",
+            "organization.updated",
+            "organization.deleted",
+            "organizationMembership.created",
+            "organizationMembership.updated",
+            "organizationMembership.deleted",
+            "organizationInvitation.created",
             "email.created",
             "user.",
         ];
