@@ -71,7 +71,7 @@ fn harness() -> &'static Harness {
 }
 
 /// The sample API Gateway events; their bodies are the sample Clerk events.
-const SAMPLE_EVENTS: [&str; 13] = [
+const SAMPLE_EVENTS: [&str; 16] = [
     include_str!("../../events/user-created.json"),
     include_str!("../../events/user-updated.json"),
     include_str!("../../events/user-deleted.json"),

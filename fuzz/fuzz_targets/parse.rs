@@ -46,12 +46,20 @@ fuzz_target!(|body: &[u8]| {
     if let EventKind::SessionUpsert { session, .. } = &event.kind {
         assert!(is_clerk_id(&session.user_id), "session user id {:?}", session.user_id);
     }
+    if let EventKind::MembershipUpsert { membership, .. } | EventKind::MembershipDeleted { membership } = &event.kind {
+        assert!(is_clerk_id(&membership.organization.id), "organization id {:?}", membership.organization.id);
+        assert!(is_clerk_id(&membership.public_user_data.user_id), "user id {:?}", membership.public_user_data.user_id);
+    }
     for store_clerk_data in [true, false] {
         let planned = plan::plan(&event, Options { store_clerk_data });
         STATS.record(|| match &planned {
             Ok(Some(Write::UpsertUser(_))) => "upsert user".into(),
             Ok(Some(Write::DeleteUser(_))) => "delete user".into(),
             Ok(Some(Write::UpsertSession(_))) => "upsert session".into(),
+            Ok(Some(Write::UpsertOrganization(_))) => "upsert organization".into(),
+            Ok(Some(Write::DeleteOrganization(_))) => "delete organization".into(),
+            Ok(Some(Write::PutMembership(item))) if item.deleted => "delete membership".into(),
+            Ok(Some(Write::PutMembership(_))) => "upsert membership".into(),
             Ok(None) => "ignored".into(),
             Err(e) => format!("{e:?}"),
         });
@@ -70,6 +78,21 @@ fuzz_target!(|body: &[u8]| {
                 assert!(item.pk.starts_with("USER#") && is_clerk_id(&item.pk[5..]));
                 assert!(item.sk.starts_with(plan::SESSION_SK_PREFIX));
                 store::to_item(item)
+            }
+            Write::UpsertOrganization(item) => {
+                assert!(item.pk.starts_with("ORG#") && is_clerk_id(&item.pk[4..]));
+                store::to_item(item)
+            }
+            Write::DeleteOrganization(tombstone) => {
+                assert!(tombstone.pk.starts_with("ORG#") && is_clerk_id(&tombstone.pk[4..]));
+                store::to_item(tombstone)
+            }
+            Write::PutMembership(item) => {
+                assert!(item.pk.starts_with("ORG#") && is_clerk_id(&item.pk[4..]));
+                assert!(item.sk.starts_with(plan::MEMBER_SK_PREFIX) && is_clerk_id(&item.user_id));
+                let mirror = item.under_user();
+                assert!(mirror.pk.starts_with("USER#") && mirror.sk == format!("ORG#{}", item.organization_id));
+                store::to_item(&mirror).and_then(|_| store::to_item(item))
             }
         };
         // A conversion error is answered 500; it must be an error, never a panic.
