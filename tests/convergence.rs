@@ -62,7 +62,7 @@ async fn concurrent_delivery_equals_in_order_delivery() {
     assert_eq!(concurrent.items().await, in_order.items().await);
 }
 
-/// A deletion racing many session writes for the same user leaves no session behind.
+/// A deletion racing many session and membership writes for the same user leaves none behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deletion_racing_session_writes_leaves_no_session() {
     let table = TestTable::create().await;
@@ -72,7 +72,12 @@ async fn deletion_racing_session_writes_leaves_no_session() {
     for s in 0..40 {
         let session_app = app.clone();
         tasks.spawn(async move {
-            let body = clerk::session("session.created", &format!("sess_race{s}"), user, "active", 1000 + s, None);
+            let body = if s % 4 == 0 {
+                let (id, organization) = (format!("orgmem_race{s}"), format!("org_race{s}"));
+                clerk::membership("organizationMembership.created", &id, &organization, user, "org:member", 900, 900)
+            } else {
+                clerk::session("session.created", &format!("sess_race{s}"), user, "active", 1000 + s, None)
+            };
             session_app.handle(delivery(&body, &format!("msg_race{s}"))).await.status().as_u16()
         });
         if s == 20 {
