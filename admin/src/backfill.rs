@@ -1,0 +1,118 @@
+//! `backfill`: every Clerk user, in creation order, and with `--sessions` their sessions, through
+//! the webhook path. Page by page: a page (with its users' sessions) is fetched and read whole
+//! before any of it is written, and once it is written its last user is the resume cursor.
+
+use std::sync::Arc;
+
+use clerk_sync::plan;
+use clerk_sync::store::Store;
+use tokio::task::JoinSet;
+
+use crate::clerk::Clerk;
+use crate::error::RunError;
+use crate::progress::Progress;
+use crate::webhook_path::{Planned, SESSION_EVENT, Tally, USER_EVENT, apply_all, plan_array, plan_objects};
+
+/// Session lists fetched at once; Clerk's rate limit, not this, sets the pace.
+const FETCH_CONCURRENCY: usize = 16;
+
+pub struct Options {
+    pub limit: u32,
+    pub starting_after: Option<String>,
+    pub sessions: bool,
+    pub dry_run: bool,
+    pub plan: plan::Options,
+}
+
+/// Where a run stands, kept up to date as it goes so that whatever stops it, the counts and the
+/// resume cursor are known.
+#[derive(Debug, Default)]
+pub struct State {
+    /// The last user of the last page fully written (in a dry run, read): `--starting-after`.
+    pub cursor: Option<String>,
+    pub pages: u64,
+    pub users: Tally,
+    pub sessions: Tally,
+}
+
+impl State {
+    pub fn counts(&self, with_sessions: bool) -> String {
+        let line = |name: &str, t: &Tally| format!("{name}: fetched={} {}", t.fetched, t.verdicts());
+        let users = line("users", &self.users);
+        if with_sessions { format!("{users}\n{}", line("sessions", &self.sessions)) } else { users }
+    }
+}
+
+/// `store` is `None` in a dry run: everything is fetched and read, nothing is written.
+pub async fn run(
+    clerk: &Arc<Clerk>,
+    store: Option<&Store>,
+    options: &Options,
+    state: &mut State,
+    progress: &Progress,
+) -> Result<(), RunError> {
+    state.cursor = options.starting_after.clone();
+    // Resuming, the position in the whole is unknown: a spinner then.
+    let total = if state.cursor.is_none() { clerk.user_count().await? } else { None };
+    progress.stage("users", total);
+    loop {
+        let page = match &state.cursor {
+            None => format!("page {} of users (the first)", state.pages + 1),
+            Some(cursor) => format!("page {} of users (after {cursor})", state.pages + 1),
+        };
+        let body = clerk.users_page(options.limit, state.cursor.as_deref()).await?;
+        let users = plan_array(&body, USER_EVENT, options.plan, &page)?;
+        let sessions = if options.sessions { fetch_sessions(clerk, &users, options).await? } else { Vec::new() };
+        let received = users.len();
+        let last = users.last().map(|user| user.id.clone());
+        state.users.fetched += received as u64;
+        state.sessions.fetched += sessions.len() as u64;
+        let with_sessions = options.sessions;
+        progress.show(state.counts(with_sessions));
+        if let Some(store) = store {
+            let sessions_tally = state.sessions;
+            let show_users = |users: &Tally| {
+                let state = State { users: *users, sessions: sessions_tally, ..State::default() };
+                progress.show(state.counts(with_sessions));
+            };
+            apply_all(store, users, &mut state.users, &show_users).await?;
+            let users_tally = state.users;
+            let show_sessions = |sessions: &Tally| {
+                let state = State { users: users_tally, sessions: *sessions, ..State::default() };
+                progress.show(state.counts(with_sessions));
+            };
+            apply_all(store, sessions, &mut state.sessions, &show_sessions).await?;
+        }
+        state.pages += 1;
+        progress.advance(received as u64);
+        if let Some(last) = last {
+            state.cursor = Some(last);
+        }
+        if received < options.limit as usize {
+            return Ok(());
+        }
+    }
+}
+
+/// The sessions of a page's users (`GET /sessions?user_id=..`, offset-paged), read whole.
+async fn fetch_sessions(clerk: &Arc<Clerk>, users: &[Planned], options: &Options) -> Result<Vec<Planned>, RunError> {
+    let mut ids = users.iter().map(|user| user.id.clone());
+    let mut running: JoinSet<Result<Vec<Planned>, RunError>> = JoinSet::new();
+    let mut planned = Vec::new();
+    loop {
+        while running.len() < FETCH_CONCURRENCY {
+            let Some(user_id) = ids.next() else { break };
+            let (clerk, limit, plan_options) = (clerk.clone(), options.limit, options.plan);
+            running.spawn(async move {
+                let filters = [("user_id", user_id.clone()), ("paginated", "true".to_owned())];
+                let sessions = clerk.list_offset_paged("/sessions", &filters, limit).await?;
+                plan_objects(&sessions, SESSION_EVENT, plan_options, &format!("the sessions of {user_id}"))
+            });
+        }
+        let Some(joined) = running.join_next().await else { return Ok(planned) };
+        match joined {
+            Ok(sessions) => planned.extend(sessions?),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! Why a run stopped. Messages name pages, object indexes, ids and Clerk's error codes; never a
+//! body, an email, a name or the secret key.
+
+use clerk_sync::store::StoreError;
+
+use crate::clerk::{ClerkError, ListError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Clerk(#[from] ClerkError),
+    #[error("{page}: the answer is {reason}")]
+    MalformedPage { page: String, reason: String },
+    #[error("{page}, object {index}: {reason}")]
+    MalformedObject { page: String, index: usize, reason: String },
+    #[error("writing {id} to DynamoDB failed: {source}")]
+    Write { id: String, source: StoreError },
+    #[error("DynamoDB {operation} failed: {detail}")]
+    Table { operation: &'static str, detail: String },
+    #[error(
+        "refusing to tombstone {candidates} users: more than --max-deletions {max}. Check that CLERK_SECRET_KEY \
+         belongs to the Clerk instance that feeds this table; if it does, run again with --max-deletions {candidates}"
+    )]
+    TooManyDeletions { candidates: usize, max: usize },
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl From<ListError> for RunError {
+    fn from(e: ListError) -> Self {
+        match e {
+            ListError::Clerk(e) => RunError::Clerk(e),
+            ListError::Malformed { page, reason } => RunError::MalformedPage { page, reason },
+        }
+    }
+}

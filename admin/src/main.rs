@@ -1,0 +1,299 @@
+//! clerk-sync-admin: the operator's tool for the clerk-sync table. It reads Clerk's Backend API to
+//! import what webhooks never carried (`backfill`) and to repair drift (`reconcile`), writing only
+//! through the function's own webhook path. It runs from a laptop or CI, never in the Lambda.
+
+mod backfill;
+mod clerk;
+mod error;
+mod progress;
+mod reconcile;
+mod webhook_path;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+use clerk_sync::plan;
+use clerk_sync::store::Store;
+
+use crate::clerk::{Clerk, DEFAULT_API_URL, SecretKey};
+use crate::error::RunError;
+use crate::progress::Progress;
+
+/// The secret key is read from the environment only: a flag would show in shell history and `ps`.
+const SECRET_KEY_VAR: &str = "CLERK_SECRET_KEY";
+
+/// Exit codes (see admin/README.md).
+const FAILED: u8 = 1;
+const USAGE: u8 = 2;
+const REFUSED: u8 = 3;
+
+#[derive(Parser)]
+#[command(
+    name = "clerk-sync-admin",
+    version,
+    about = "Imports and repairs the clerk-sync table from Clerk's Backend API"
+)]
+#[command(after_help = "Needs CLERK_SECRET_KEY (never a flag) and AWS credentials. See admin/README.md.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Writes every Clerk user (and with --sessions their sessions) through the webhook path.
+    Backfill(BackfillArgs),
+    /// Writes users the table lacks or holds outdated, and tombstones users Clerk no longer has.
+    Reconcile(ReconcileArgs),
+}
+
+#[derive(Args)]
+struct Common {
+    /// Clerk's Backend API.
+    #[arg(long, env = "CLERK_API_URL", default_value = DEFAULT_API_URL)]
+    api_url: String,
+    /// The DynamoDB table the function writes.
+    #[arg(long, env = "TABLE_NAME")]
+    table: Option<String>,
+    /// Requests to Clerk per 10 s [default: 900 for an sk_live_ key, 90 otherwise: 90% of Clerk's limits].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    rate: Option<u32>,
+    /// Users per page, 1 to 500.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=500))]
+    limit: u32,
+    /// Keep the whole Clerk object under `data`: set it as the function's STORE_CLERK_DATA is.
+    #[arg(long, env = "STORE_CLERK_DATA", default_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    store_clerk_data: bool,
+    /// Read everything and report what would be written; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Args)]
+struct BackfillArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Also each user's sessions.
+    #[arg(long)]
+    sessions: bool,
+    /// Resume after this user id (printed by a run that stopped).
+    #[arg(long, value_name = "USER_ID")]
+    starting_after: Option<String>,
+}
+
+#[derive(Args)]
+struct ReconcileArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Refuse to tombstone more users than this (nothing is written then).
+    #[arg(long, default_value_t = 100)]
+    max_deletions: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&format!("could not start the async runtime: {e}"), FAILED),
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Backfill(args) => backfill(args).await,
+            Command::Reconcile(args) => reconcile(args).await,
+        }
+    })
+}
+
+fn fail(message: &str, code: u8) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(code)
+}
+
+/// What every command needs before it reads anything: the key and the Clerk client.
+fn clerk(common: &Common) -> Result<Arc<Clerk>, ExitCode> {
+    let key = std::env::var(SECRET_KEY_VAR).ok().and_then(SecretKey::new).ok_or_else(|| {
+        fail(
+            &format!("{SECRET_KEY_VAR} is not set: export the instance's secret key (sk_live_... or sk_test_...)"),
+            USAGE,
+        )
+    })?;
+    let rate = common.rate.unwrap_or(key.rate_limit() / 10 * 9);
+    Clerk::new(&common.api_url, &key, rate).map(Arc::new).map_err(|e| fail(&e.to_string(), USAGE))
+}
+
+fn table(common: &Common) -> Result<String, ExitCode> {
+    common
+        .table
+        .clone()
+        .filter(|table| !table.trim().is_empty())
+        .ok_or_else(|| fail("no table: set TABLE_NAME or pass --table", USAGE))
+}
+
+async fn store(table: &str) -> Result<(aws_sdk_dynamodb::Client, Store), ExitCode> {
+    let client = webhook_path::dynamodb().await;
+    let store = Store::new(client.clone(), table);
+    // Fails fast, before anything is read from Clerk, on a wrong table, region or credentials.
+    store.warm_up().await.map_err(|e| fail(&format!("{e} (table {table})"), FAILED))?;
+    Ok((client, store))
+}
+
+async fn backfill(args: BackfillArgs) -> ExitCode {
+    let common = &args.common;
+    let clerk = match clerk(common) {
+        Ok(clerk) => clerk,
+        Err(code) => return code,
+    };
+    let store = if common.dry_run {
+        None
+    } else {
+        match table(common) {
+            Ok(table) => match store(&table).await {
+                Ok((_, store)) => Some(store),
+                Err(code) => return code,
+            },
+            Err(code) => return code,
+        }
+    };
+    let options = backfill::Options {
+        limit: common.limit,
+        starting_after: args.starting_after.clone(),
+        sessions: args.sessions,
+        dry_run: common.dry_run,
+        plan: plan::Options { store_clerk_data: common.store_clerk_data },
+    };
+    let progress = Progress::new();
+    let mut state = backfill::State::default();
+    let started = Instant::now();
+    let result = tokio::select! {
+        result = backfill::run(&clerk, store.as_ref(), &options, &mut state, &progress) => result,
+        _ = tokio::signal::ctrl_c() => Err(RunError::Interrupted),
+    };
+    progress.finish();
+    let elapsed = started.elapsed().as_secs_f64();
+    let outcome = match (&result, options.dry_run) {
+        (Ok(()), false) => "complete",
+        (Ok(()), true) => "dry run complete: nothing written",
+        (Err(_), _) => "stopped",
+    };
+    println!("backfill {outcome}: pages={} elapsed={elapsed:.1}s", state.pages);
+    println!("{}", state.counts(options.sessions));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!("resume with: {}", resume_command(state.cursor.as_deref()));
+            ExitCode::from(FAILED)
+        }
+    }
+}
+
+async fn reconcile(args: ReconcileArgs) -> ExitCode {
+    let common = &args.common;
+    let (clerk, table) = match (clerk(common), table(common)) {
+        (Ok(clerk), Ok(table)) => (clerk, table),
+        (Err(code), _) | (_, Err(code)) => return code,
+    };
+    let (client, store) = match store(&table).await {
+        Ok(connected) => connected,
+        Err(code) => return code,
+    };
+    let options = reconcile::Options {
+        limit: common.limit,
+        max_deletions: args.max_deletions,
+        dry_run: common.dry_run,
+        plan: plan::Options { store_clerk_data: common.store_clerk_data },
+    };
+    let progress = Progress::new();
+    let mut report = reconcile::Report::default();
+    let started = Instant::now();
+    let result = tokio::select! {
+        result = reconcile::run(&clerk, &client, &store, &table, &options, &mut report, &progress) => result,
+        _ = tokio::signal::ctrl_c() => Err(RunError::Interrupted),
+    };
+    progress.finish();
+    let elapsed = started.elapsed().as_secs_f64();
+    let outcome = match (&result, options.dry_run) {
+        (Ok(()), false) => "complete",
+        (Ok(()), true) => "dry run complete: nothing written",
+        (Err(RunError::TooManyDeletions { .. }), _) => "refused: nothing written",
+        (Err(_), _) => "stopped",
+    };
+    println!("reconcile {outcome}: elapsed={elapsed:.1}s");
+    println!("{}", report.lines(options.dry_run));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ RunError::TooManyDeletions { .. }) => fail(&e.to_string(), REFUSED),
+        // Every write is idempotent and reconcile recomputes the drift: running it again resumes.
+        Err(e) => fail(&format!("{e}; run reconcile again once the cause is fixed"), FAILED),
+    }
+}
+
+/// This run's command line with `--starting-after <cursor>` (replacing any given), shell-quoted.
+fn resume_command(cursor: Option<&str>) -> String {
+    resume_args(std::env::args().skip(1), cursor)
+}
+
+fn resume_args(args: impl Iterator<Item = String>, cursor: Option<&str>) -> String {
+    let mut words = vec!["clerk-sync-admin".to_owned()];
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        if arg == "--starting-after" {
+            args.next();
+            continue;
+        }
+        if arg.starts_with("--starting-after=") {
+            continue;
+        }
+        let subcommand = arg == "backfill";
+        words.push(arg);
+        if let (true, Some(cursor)) = (subcommand, cursor) {
+            words.extend(["--starting-after".to_owned(), cursor.to_owned()]);
+        }
+    }
+    words.iter().map(|word| shell_quote(word)).collect::<Vec<_>>().join(" ")
+}
+
+fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-./:=@%+,".contains(&b));
+    if plain { word.to_owned() } else { format!("'{}'", word.replace('\'', r"'\''")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> impl Iterator<Item = String> {
+        list.iter().map(|s| s.to_string()).collect::<Vec<_>>().into_iter()
+    }
+
+    #[test]
+    fn resume_command_adds_the_cursor_after_the_subcommand() {
+        let command = resume_args(args(&["backfill", "--sessions", "--table", "clerk"]), Some("user_9"));
+        assert_eq!(command, "clerk-sync-admin backfill --starting-after user_9 --sessions --table clerk");
+    }
+
+    #[test]
+    fn resume_command_replaces_an_earlier_cursor() {
+        let given = args(&["backfill", "--starting-after", "user_1", "--limit=100", "--starting-after=user_2"]);
+        assert_eq!(resume_args(given, Some("user_7")), "clerk-sync-admin backfill --starting-after user_7 --limit=100");
+    }
+
+    #[test]
+    fn resume_command_without_a_cursor_is_the_same_command() {
+        assert_eq!(resume_args(args(&["backfill", "--dry-run"]), None), "clerk-sync-admin backfill --dry-run");
+    }
+
+    #[test]
+    fn resume_command_quotes_what_the_shell_would_split() {
+        let command = resume_args(args(&["backfill", "--table", "my table's"]), None);
+        assert_eq!(command, r"clerk-sync-admin backfill --table 'my table'\''s'");
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
