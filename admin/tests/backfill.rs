@@ -1,0 +1,300 @@
+//! `clerk-sync-admin backfill`, the real binary, against a fake Clerk Backend API over real HTTP
+//! and the local DynamoDB API.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use clerk_sync::config::Config;
+use clerk_sync::handler::App;
+use clerk_sync::verify::SigningSecret;
+use common::TestTable;
+use serde_json::{Value, json};
+use support::{Admin, FakeClerk, Fault, Target, session, user, user_id, user_items, users};
+
+const FAST: &str = "--rate=100000";
+
+async fn setup(users: Vec<Value>, sessions: Vec<Value>) -> (FakeClerk, TestTable, Admin) {
+    let clerk = FakeClerk::start(users, sessions).await;
+    let table = TestTable::create().await;
+    let admin = Admin::new(&clerk, &table);
+    (clerk, table, admin)
+}
+
+/// The function itself, on `table`, as Svix delivers to it.
+struct Webhook {
+    app: App,
+    secret: String,
+}
+
+impl Webhook {
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn on(table: &TestTable) -> Self {
+        let config = Config {
+            secrets: SigningSecret::parse_list(Self::SECRET).unwrap(),
+            table_name: table.name.clone(),
+            store_clerk_data: true,
+        };
+        Self { app: App::new(config, table.store()), secret: Self::SECRET.to_owned() }
+    }
+
+    /// Delivers `data` as an event of `event_type`, signed now; returns the answer's outcome.
+    async fn deliver(&self, event_type: &str, data: &Value) -> String {
+        let body = json!({"data": data, "object": "event", "type": event_type, "timestamp": data["updated_at"]});
+        let mut event: Value = serde_json::from_str(include_str!("../../events/user-created.json")).unwrap();
+        common::set_body(&mut event, body.to_string().as_bytes());
+        common::sign_with(&mut event, &self.secret, &format!("msg_{}", data["id"].as_str().unwrap()), common::now());
+        let (status, answer) = common::answer(&self.app.handle(common::request(&event)).await);
+        assert_eq!(status, 200, "{answer}");
+        answer["outcome"].as_str().unwrap().to_owned()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backfill_pages_through_every_user() {
+    let (clerk, table, admin) = setup(users(130), vec![]).await;
+    let run = admin.run(&["backfill", "--limit=40", FAST]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    let stored: Vec<String> = user_items(&table).await.into_keys().collect();
+    let expected: Vec<String> = (0..130).map(user_id).collect();
+    assert_eq!(stored, expected);
+    assert_eq!(clerk.requests_to("/users"), 4, "pages of 40, 40, 40 and 10");
+    assert_eq!((run.figure("users:", "fetched"), run.figure("users:", "applied")), (130, 130), "{run}");
+    assert_eq!(run.figure("backfill complete", "pages"), 4, "{run}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backfill_stops_after_an_empty_page_when_the_last_page_was_full() {
+    let (clerk, table, admin) = setup(users(80), vec![]).await;
+    let run = admin.run(&["backfill", "--limit=40", FAST]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert_eq!(user_items(&table).await.len(), 80);
+    assert_eq!(clerk.requests_to("/users"), 3, "40, 40, then an empty page");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backfill_writes_the_items_the_webhook_writes() {
+    let users = users(6);
+    let sessions: Vec<Value> = (0..6)
+        .flat_map(|i| {
+            let updated_at = 1_700_000_100_000 + i as i64;
+            [
+                session(&format!("sess_{i}a"), &user_id(i), "active", updated_at),
+                session(&format!("sess_{i}b"), &user_id(i), "ended", updated_at + 1),
+            ]
+        })
+        .collect();
+    let (_clerk, backfilled, admin) = setup(users.clone(), sessions.clone()).await;
+    let run = admin.run(&["backfill", "--sessions", FAST]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+
+    let delivered = TestTable::create().await;
+    let webhook = Webhook::on(&delivered);
+    for user in &users {
+        assert_eq!(webhook.deliver("user.updated", user).await, "applied");
+    }
+    for session in &sessions {
+        assert_eq!(webhook.deliver("session.created", session).await, "applied");
+    }
+    let items = backfilled.items().await;
+    assert_eq!(items.len(), 18);
+    assert_eq!(items, delivered.items().await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backfill_never_overwrites_a_newer_webhook_write() {
+    let (_clerk, table, admin) = setup(users(3), vec![]).await;
+    let newer = user(1, 1_800_000_000_000);
+    assert_eq!(Webhook::on(&table).deliver("user.updated", &newer).await, "applied");
+    let run = admin.run(&["backfill", FAST]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert_eq!(user_items(&table).await[&user_id(1)]["version"], json!(1_800_000_000_000_i64));
+    assert_eq!((run.figure("users:", "applied"), run.figure("users:", "stale")), (2, 1), "{run}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_later_webhook_wins_over_the_backfill() {
+    let (_clerk, table, admin) = setup(users(3), vec![]).await;
+    let run = admin.run(&["backfill", FAST]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    let later = user(1, 1_800_000_000_000);
+    assert_eq!(Webhook::on(&table).deliver("user.updated", &later).await, "applied");
+    assert_eq!(user_items(&table).await[&user_id(1)]["version"], json!(1_800_000_000_000_i64));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backfill_again_changes_nothing() {
+    let (_clerk, table, admin) = setup(users(20), vec![]).await;
+    assert_eq!(admin.run(&["backfill", FAST]).await.code, Some(0));
+    let before = table.items().await;
+    let again = admin.run(&["backfill", FAST]).await;
+    assert_eq!(again.code, Some(0), "{again}");
+    assert_eq!(again.figure("users:", "duplicate"), 20, "{again}");
+    assert_eq!(table.items().await, before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limited_page_is_fetched_again_after_retry_after() {
+    let (clerk, table, admin) = setup(users(10), vec![]).await;
+    clerk.fail(Target::UsersPage(None), Fault::TooManyRequests { retry_after: 1 }, Some(1));
+    let started = Instant::now();
+    let run = admin.run(&["backfill", FAST]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(started.elapsed() >= Duration::from_secs(1), "Retry-After: 1 was not waited for");
+    assert_eq!(clerk.requests_to("/users"), 2);
+    assert_eq!(user_items(&table).await.len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_errors_are_retried() {
+    let (clerk, table, admin) = setup(users(10), vec![]).await;
+    clerk.fail(Target::UsersPage(None), Fault::ServerError, Some(2));
+    let run = admin.run(&["backfill", FAST]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert_eq!(clerk.requests_to("/users"), 3);
+    assert_eq!(user_items(&table).await.len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn persistent_server_errors_stop_the_run_with_a_resume_command() {
+    let (clerk, table, admin) = setup(users(30), vec![]).await;
+    clerk.fail(Target::UsersPage(Some(user_id(9))), Fault::ServerError, None);
+    let run = admin.run(&["backfill", "--limit=10", FAST]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(run.stderr.contains("Clerk answered 503 Service Unavailable to GET /users 5 times in a row"), "{run}");
+    assert_eq!(run.resume_args(), ["backfill", "--starting-after", &user_id(9), "--limit=10", FAST]);
+    assert_eq!(user_items(&table).await.len(), 10, "the first page, written before the failure");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_page_stops_the_run_and_the_resume_command_completes_it() {
+    let mut all = users(100);
+    let (clerk, table, admin) = setup(all.clone(), vec![]).await;
+    // Page 3 (after user 49) holds an object read_object refuses: its `id` is missing.
+    let mut bad_page: Vec<Value> = all.drain(50..75).collect();
+    bad_page[7].as_object_mut().unwrap().remove("id");
+    clerk.fail(Target::UsersPage(Some(user_id(49))), Fault::Answer(200, json!(bad_page).to_string()), None);
+
+    let run = admin.run(&["backfill", "--limit=25", FAST]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    let expected = format!(
+        "error: page 3 of users (after {}), object 7: the user.updated event's data is not a valid user: missing field `id`",
+        user_id(49)
+    );
+    assert!(run.stderr.contains(&expected), "{run}");
+    let stored: Vec<String> = user_items(&table).await.into_keys().collect();
+    assert_eq!(stored, (0..50).map(user_id).collect::<Vec<_>>(), "pages 1 and 2, nothing of page 3");
+
+    clerk.heal();
+    let resume = run.resume_args();
+    let resumed = admin.run(&resume.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert_eq!(resumed.code, Some(0), "{resumed}");
+    assert_eq!(resumed.figure("users:", "fetched"), 50, "{resumed}");
+    assert_eq!(user_items(&table).await.len(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn page_that_is_not_json_stops_the_run_naming_the_page() {
+    let (clerk, table, admin) = setup(users(5), vec![]).await;
+    clerk.fail(Target::UsersPage(None), Fault::Answer(200, "<html>Zelda</html>".into()), None);
+    let run = admin.run(&["backfill", FAST]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(
+        run.stderr.contains("error: page 1 of users (the first): the answer is not valid JSON (line 1, column 1)"),
+        "{run}"
+    );
+    assert!(table.items().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn page_that_is_not_an_array_stops_the_run() {
+    let (clerk, table, admin) = setup(users(5), vec![]).await;
+    clerk.fail(Target::UsersPage(None), Fault::Answer(200, r#"{"data":[],"total_count":0}"#.into()), None);
+    let run = admin.run(&["backfill", FAST]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(run.stderr.contains("page 1 of users (the first): the answer is not a JSON array of objects"), "{run}");
+    assert!(table.items().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_key_is_a_clear_error_and_nothing_is_written() {
+    let (_clerk, table, mut admin) = setup(users(5), vec![]).await;
+    admin.key = "sk_test_wrongKey987654321".into();
+    let run = admin.run(&["backfill", FAST]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(
+        run.stderr.contains("Clerk refused the secret key: 401 Unauthorized; codes: authentication_invalid"),
+        "{run}"
+    );
+    assert!(table.items().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_api_is_a_clear_error_and_nothing_is_written() {
+    let (_clerk, table, mut admin) = setup(users(5), vec![]).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    admin.api_url = format!("http://{closed}/v1");
+    let run = admin.run(&["backfill", FAST]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(run.stderr.contains("could not reach Clerk at http://127.0.0.1:"), "{run}");
+    assert!(run.stderr.contains("(connection failed), 5 attempts"), "{run}");
+    assert!(table.items().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_secret_key_is_a_usage_error() {
+    let (clerk, table, mut admin) = setup(users(5), vec![]).await;
+    admin.key = String::new();
+    let run = admin.run(&["backfill", FAST]).await;
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(run.stderr.contains("CLERK_SECRET_KEY is not set"), "{run}");
+    assert!(clerk.received().is_empty());
+    assert!(table.items().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_reads_everything_and_writes_nothing() {
+    let (clerk, table, admin) = setup(users(30), vec![session("sess_1", &user_id(3), "active", 5)]).await;
+    let run = admin.run(&["backfill", "--dry-run", "--sessions", "--limit=10", FAST]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.stdout.starts_with("backfill dry run complete: nothing written"), "{run}");
+    assert_eq!((run.figure("users:", "fetched"), run.figure("sessions:", "fetched")), (30, 1), "{run}");
+    assert_eq!(clerk.requests_to("/users"), 4);
+    assert!(table.items().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_are_backfilled_under_their_users_across_pages_of_sessions() {
+    let sessions: Vec<Value> =
+        (0..5).map(|i| session(&format!("sess_{i}"), &user_id(1), "active", 1_700_000_200_000 + i)).collect();
+    let (clerk, table, admin) = setup(users(3), sessions).await;
+    let run = admin.run(&["backfill", "--sessions", "--limit=2", FAST]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    let items = table.items().await;
+    let sessions: Vec<(&str, &str)> =
+        items.keys().filter(|(_, sk)| sk.starts_with("SESSION#")).map(|(pk, sk)| (pk.as_str(), sk.as_str())).collect();
+    let pk = format!("USER#{}", user_id(1));
+    let expected: Vec<(&str, String)> = (0..5).map(|i| (pk.as_str(), format!("SESSION#sess_{i}"))).collect();
+    let expected: Vec<(&str, &str)> = expected.iter().map(|(pk, sk)| (*pk, sk.as_str())).collect();
+    assert_eq!(sessions, expected);
+    let offsets: Vec<String> = clerk
+        .received()
+        .into_iter()
+        .filter(|r| r.path == "/sessions" && r.query["user_id"] == user_id(1))
+        .map(|r| r.query["offset"].clone())
+        .collect();
+    assert_eq!(offsets, ["0", "2", "4"]);
+    assert_eq!(run.figure("sessions:", "applied"), 5, "{run}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_request_carries_the_pinned_api_version() {
+    let (clerk, _table, admin) = setup(users(3), vec![]).await;
+    assert_eq!(admin.run(&["backfill", "--sessions", FAST]).await.code, Some(0));
+    let received = clerk.received();
+    assert!(received.len() >= 5);
+    assert!(received.iter().all(|r| r.api_version.as_deref() == Some("2025-11-10")), "{received:?}");
+}

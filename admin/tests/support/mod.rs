@@ -1,0 +1,357 @@
+//! What the admin tests share: a fake Clerk Backend API served over real HTTP on 127.0.0.1, holding
+//! real-shaped users and sessions, with faults to inject; and the real binary run against it and the
+//! local DynamoDB API.
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::Output;
+use std::sync::{Arc, Mutex};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::common;
+
+/// The key the fake accepts. Tests check it never appears in the tool's output.
+pub const KEY: &str = "sk_test_fAkEsEcReTkEy0123456789abcdef";
+/// Every generated user's first name starts with this; it must never appear in the tool's output.
+pub const NAME_PREFIX: &str = "Zelda";
+
+/// Generated users' ids, in creation order.
+pub fn user_id(i: usize) -> String {
+    format!("user_{i:05}fake")
+}
+
+/// The Backend API's user object (what webhooks carry as `data`), created in order `i`.
+pub fn user(i: usize, updated_at: i64) -> Value {
+    let mut user = data(&common::clerk::user("user.updated", &user_id(i), updated_at, &format!("{NAME_PREFIX}{i}")));
+    user["created_at"] = json!(1_700_000_000_000_i64 + i as i64 * 1000);
+    user
+}
+
+/// `n` users, each updated at `created_at + 500`.
+pub fn users(n: usize) -> Vec<Value> {
+    (0..n).map(|i| user(i, 1_700_000_000_500 + i as i64 * 1000)).collect()
+}
+
+pub fn session(id: &str, user_id: &str, status: &str, updated_at: i64) -> Value {
+    data(&common::clerk::session("session.created", id, user_id, status, updated_at, None))
+}
+
+fn data(envelope: &str) -> Value {
+    serde_json::from_str::<Value>(envelope).unwrap()["data"].take()
+}
+
+/// Which requests a fault applies to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Target {
+    /// `GET /users` after this cursor (`None`: the first page).
+    UsersPage(Option<String>),
+    AnyUsersPage,
+    Sessions,
+    UserById,
+}
+
+#[derive(Clone, Debug)]
+pub enum Fault {
+    TooManyRequests {
+        retry_after: u64,
+    },
+    ServerError,
+    /// An answer of our choosing: status and body.
+    Answer(u16, String),
+}
+
+struct Rule {
+    target: Target,
+    fault: Fault,
+    /// How many more requests it applies to; `None`: all of them.
+    remaining: Option<usize>,
+}
+
+/// One request the fake received.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub path: String,
+    pub query: HashMap<String, String>,
+    pub api_version: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    /// In creation order.
+    users: Vec<Value>,
+    /// Found by id, but missing from lists (as if created while a list was being read).
+    unlisted: HashSet<String>,
+    sessions: BTreeMap<String, Vec<Value>>,
+    rules: Vec<Rule>,
+    received: Vec<Received>,
+}
+
+pub struct FakeClerk {
+    /// The base URL, `http://127.0.0.1:<port>/v1`.
+    pub base: String,
+    state: Arc<Mutex<State>>,
+    server: JoinHandle<()>,
+}
+
+impl Drop for FakeClerk {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl FakeClerk {
+    pub async fn start(users: Vec<Value>, sessions: Vec<Value>) -> Self {
+        let mut state = State { users, ..State::default() };
+        for session in sessions {
+            let user_id = session["user_id"].as_str().unwrap().to_owned();
+            state.sessions.entry(user_id).or_default().push(session);
+        }
+        let state = Arc::new(Mutex::new(state));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address: SocketAddr = listener.local_addr().unwrap();
+        let served = state.clone();
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let state = served.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| answer(state.clone(), request));
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        Self { base: format!("http://{address}/v1"), state, server }
+    }
+
+    /// Applies `fault` to the next `times` requests to `target` (`None`: to every one).
+    pub fn fail(&self, target: Target, fault: Fault, times: Option<usize>) {
+        self.state.lock().unwrap().rules.push(Rule { target, fault, remaining: times });
+    }
+
+    /// Clears every fault.
+    pub fn heal(&self) {
+        self.state.lock().unwrap().rules.clear();
+    }
+
+    /// Deletes a user (and their sessions) from Clerk.
+    pub fn delete_user(&self, id: &str) {
+        let mut state = self.state.lock().unwrap();
+        state.users.retain(|user| user["id"] != id);
+        state.sessions.remove(id);
+    }
+
+    /// Keeps a user out of lists while `GET /users/{id}` still finds them.
+    pub fn unlist_user(&self, id: &str) {
+        self.state.lock().unwrap().unlisted.insert(id.to_owned());
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.lock().unwrap().received.clone()
+    }
+
+    /// How many requests went to `path` (below `/v1`).
+    pub fn requests_to(&self, path: &str) -> usize {
+        self.received().iter().filter(|r| r.path == path).count()
+    }
+}
+
+fn json_answer(status: u16, body: &Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap();
+    response.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    response
+}
+
+fn clerk_error(status: u16, code: &str) -> Response<Full<Bytes>> {
+    json_answer(status, &json!({"errors": [{"message": "fake", "long_message": "fake error", "code": code}]}))
+}
+
+async fn answer(state: Arc<Mutex<State>>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let authorized = header("authorization") == Some(format!("Bearer {KEY}"));
+    let api_version = header("clerk-api-version");
+    let path = request.uri().path().strip_prefix("/v1").unwrap_or("").to_owned();
+    let query: HashMap<String, String> = request
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let _ = request.into_body().collect().await;
+
+    let mut state = state.lock().unwrap();
+    state.received.push(Received { path: path.clone(), query: query.clone(), api_version: api_version.clone() });
+    if !authorized {
+        return Ok(clerk_error(401, "authentication_invalid"));
+    }
+    if api_version.is_none() {
+        return Ok(clerk_error(400, "api_version_missing"));
+    }
+    let target = match path.as_str() {
+        "/users" => Some(Target::UsersPage(query.get("starting_after").cloned())),
+        "/sessions" => Some(Target::Sessions),
+        p if p.starts_with("/users/") && p != "/users/count" => Some(Target::UserById),
+        _ => None,
+    };
+    if let Some(target) = target {
+        let matches = |rule: &Rule| {
+            rule.target == target || (rule.target == Target::AnyUsersPage && matches!(target, Target::UsersPage(_)))
+        };
+        if let Some(rule) = state.rules.iter_mut().find(|rule| matches(rule) && rule.remaining != Some(0)) {
+            if let Some(remaining) = &mut rule.remaining {
+                *remaining -= 1;
+            }
+            return Ok(match rule.fault.clone() {
+                Fault::TooManyRequests { retry_after } => {
+                    let mut response = clerk_error(429, "too_many_requests");
+                    response.headers_mut().insert("retry-after", retry_after.to_string().parse().unwrap());
+                    response
+                }
+                Fault::ServerError => clerk_error(503, "internal_clerk_error"),
+                Fault::Answer(status, body) => {
+                    let mut response = Response::new(Full::new(Bytes::from(body)));
+                    *response.status_mut() = StatusCode::from_u16(status).unwrap();
+                    response
+                }
+            });
+        }
+    }
+    let listed: Vec<&Value> =
+        state.users.iter().filter(|u| !state.unlisted.contains(u["id"].as_str().unwrap())).collect();
+    let number = |name: &str, default: usize| query.get(name).and_then(|v| v.parse().ok()).unwrap_or(default);
+    Ok(match path.as_str() {
+        "/users/count" => json_answer(200, &json!({"object": "total_count", "total_count": listed.len()})),
+        "/users" => {
+            if query.get("order_by").map(String::as_str) != Some("created_at") {
+                return Ok(clerk_error(400, "form_param_value_invalid"));
+            }
+            let start = match query.get("starting_after") {
+                None => 0,
+                Some(cursor) => match listed.iter().position(|u| u["id"] == cursor.as_str()) {
+                    Some(index) => index + 1,
+                    None => return Ok(clerk_error(400, "form_param_value_invalid")),
+                },
+            };
+            let page: Vec<&Value> = listed.iter().skip(start).take(number("limit", 10)).copied().collect();
+            json_answer(200, &json!(page))
+        }
+        "/sessions" => {
+            let Some(user_id) = query.get("user_id") else { return Ok(clerk_error(422, "form_param_missing")) };
+            if query.get("paginated").map(String::as_str) != Some("true") {
+                return Ok(clerk_error(400, "form_param_value_invalid"));
+            }
+            let all = state.sessions.get(user_id).cloned().unwrap_or_default();
+            let page: Vec<Value> = all.iter().skip(number("offset", 0)).take(number("limit", 10)).cloned().collect();
+            json_answer(200, &json!({"data": page, "total_count": all.len()}))
+        }
+        p => match p.strip_prefix("/users/").and_then(|id| state.users.iter().find(|u| u["id"] == id)) {
+            Some(user) => json_answer(200, user),
+            None => clerk_error(404, "resource_not_found"),
+        },
+    })
+}
+
+/// The real binary, run against a fake Clerk and a table of the local DynamoDB API.
+pub struct Admin {
+    pub api_url: String,
+    pub table: String,
+    pub key: String,
+}
+
+/// What a run of the binary printed, and how it ended.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The `name=value` figure on the line starting with `prefix` (e.g. `users:`, `applied`).
+    pub fn figure(&self, prefix: &str, name: &str) -> u64 {
+        let line = self.stdout.lines().find(|line| line.starts_with(prefix)).unwrap_or_else(|| panic!("{self}"));
+        let value = line.split_whitespace().find_map(|word| word.strip_prefix(&format!("{name}=")));
+        value.and_then(|v| v.trim_end_matches('s').parse().ok()).unwrap_or_else(|| panic!("{name} in {line}"))
+    }
+
+    /// The arguments of the printed `resume with:` command.
+    pub fn resume_args(&self) -> Vec<String> {
+        let line =
+            self.stderr.lines().find_map(|l| l.strip_prefix("resume with: ")).unwrap_or_else(|| panic!("{self}"));
+        let mut words = line.split_whitespace().map(str::to_owned);
+        assert_eq!(words.next().as_deref(), Some("clerk-sync-admin"));
+        words.collect()
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {:?}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+impl Admin {
+    pub fn new(clerk: &FakeClerk, table: &common::TestTable) -> Self {
+        Self { api_url: clerk.base.clone(), table: table.name.clone(), key: KEY.to_owned() }
+    }
+
+    /// Runs `clerk-sync-admin ARGS` with only the environment it needs (the key, the table, the
+    /// API URL, local AWS settings), and checks that nothing it printed holds the secret key or
+    /// personal data.
+    pub async fn run(&self, args: &[&str]) -> Run {
+        let endpoint = std::env::var("CLERK_SYNC_DYNAMODB_ENDPOINT").expect("CLERK_SYNC_DYNAMODB_ENDPOINT");
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_clerk-sync-admin"));
+        command
+            .args(args)
+            .env_clear()
+            .env("CLERK_API_URL", &self.api_url)
+            .env("TABLE_NAME", &self.table)
+            .env("AWS_ENDPOINT_URL", endpoint)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "local")
+            .env("AWS_SECRET_ACCESS_KEY", "local")
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        if !self.key.is_empty() {
+            command.env("CLERK_SECRET_KEY", &self.key);
+        }
+        let Output { status, stdout, stderr } = command.output().await.expect("run clerk-sync-admin");
+        let run = Run {
+            code: status.code(),
+            stdout: String::from_utf8(stdout).unwrap(),
+            stderr: String::from_utf8(stderr).unwrap(),
+        };
+        for printed in [&run.stdout, &run.stderr] {
+            let lowercase = printed.to_lowercase();
+            if !self.key.is_empty() {
+                assert!(!printed.contains(&self.key), "the secret key was printed:\n{run}");
+            }
+            assert!(!printed.contains(KEY), "the secret key was printed:\n{run}");
+            assert!(!lowercase.contains("@example.org"), "an email address was printed:\n{run}");
+            assert!(!printed.contains(NAME_PREFIX), "a name was printed:\n{run}");
+        }
+        run
+    }
+}
+
+/// The user items of a table, by id.
+pub async fn user_items(table: &common::TestTable) -> BTreeMap<String, Value> {
+    table
+        .items()
+        .await
+        .into_iter()
+        .filter(|((_, sk), _)| sk == "USER")
+        .map(|(_, item)| (item["id"].as_str().unwrap().to_owned(), item))
+        .collect()
+}
