@@ -144,6 +144,15 @@ impl FakeClerk {
         self.state.lock().unwrap().rules.clear();
     }
 
+    /// Creates or updates a user in Clerk (a new one is the newest).
+    pub fn put_user(&self, user: Value) {
+        let mut state = self.state.lock().unwrap();
+        match state.users.iter_mut().find(|u| u["id"] == user["id"]) {
+            Some(existing) => *existing = user,
+            None => state.users.push(user),
+        }
+    }
+
     /// Deletes a user (and their sessions) from Clerk.
     pub fn delete_user(&self, id: &str) {
         let mut state = self.state.lock().unwrap();
