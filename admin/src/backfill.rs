@@ -1,6 +1,7 @@
 //! `backfill`: every Clerk user, in creation order, and with `--sessions` their sessions, through
-//! the webhook path. Page by page: a page (with its users' sessions) is fetched and read whole
-//! before any of it is written, and once it is written its last user is the resume cursor.
+//! the webhook path; then with `--organizations` every organization and membership. Page by page:
+//! a page (with its users' sessions) is fetched and read whole before any of it is written, and
+//! once it is written its last user is the resume cursor.
 
 use std::sync::Arc;
 
@@ -11,7 +12,10 @@ use tokio::task::JoinSet;
 use crate::clerk::Clerk;
 use crate::error::RunError;
 use crate::progress::Progress;
-use crate::webhook_path::{Planned, SESSION_EVENT, Tally, USER_EVENT, apply_all, plan_array, plan_objects};
+use crate::webhook_path::{
+    MEMBERSHIP_EVENT, ORGANIZATION_EVENT, Planned, SESSION_EVENT, Tally, USER_EVENT, apply_all, plan_array,
+    plan_objects,
+};
 
 /// Session lists fetched at once; Clerk's rate limit, not this, sets the pace.
 const FETCH_CONCURRENCY: usize = 16;
@@ -20,6 +24,7 @@ pub struct Options {
     pub limit: u32,
     pub starting_after: Option<String>,
     pub sessions: bool,
+    pub organizations: bool,
     pub dry_run: bool,
     pub plan: plan::Options,
 }
@@ -33,13 +38,25 @@ pub struct State {
     pub pages: u64,
     pub users: Tally,
     pub sessions: Tally,
+    pub organizations: Tally,
+    pub memberships: Tally,
 }
 
 impl State {
-    pub fn counts(&self, with_sessions: bool) -> String {
+    /// The counts of what is imported, a line each.
+    pub fn counts(&self, sessions: bool, organizations: bool) -> String {
         let line = |name: &str, t: &Tally| format!("{name}: fetched={} {}", t.fetched, t.verdicts());
-        let users = line("users", &self.users);
-        if with_sessions { format!("{users}\n{}", line("sessions", &self.sessions)) } else { users }
+        let mut lines = vec![line("users", &self.users)];
+        if sessions {
+            lines.push(line("sessions", &self.sessions));
+        }
+        if organizations {
+            let organization_line =
+                |name: &str, t: &Tally| format!("{} organization_deleted={}", line(name, t), t.organization_deleted);
+            lines.push(organization_line("organizations", &self.organizations));
+            lines.push(organization_line("memberships", &self.memberships));
+        }
+        lines.join("\n")
     }
 }
 
@@ -68,18 +85,18 @@ pub async fn run(
         state.users.fetched += received as u64;
         state.sessions.fetched += sessions.len() as u64;
         let with_sessions = options.sessions;
-        progress.show(state.counts(with_sessions));
+        progress.show(state.counts(with_sessions, false));
         if let Some(store) = store {
             let sessions_tally = state.sessions;
             let show_users = |users: &Tally| {
                 let state = State { users: *users, sessions: sessions_tally, ..State::default() };
-                progress.show(state.counts(with_sessions));
+                progress.show(state.counts(with_sessions, false));
             };
             apply_all(store, users, &mut state.users, &show_users).await?;
             let users_tally = state.users;
             let show_sessions = |sessions: &Tally| {
                 let state = State { users: users_tally, sessions: *sessions, ..State::default() };
-                progress.show(state.counts(with_sessions));
+                progress.show(state.counts(with_sessions, false));
             };
             apply_all(store, sessions, &mut state.sessions, &show_sessions).await?;
         }
@@ -89,6 +106,67 @@ pub async fn run(
             state.cursor = Some(last);
         }
         if received < options.limit as usize {
+            break;
+        }
+    }
+    if options.organizations {
+        let organizations = &mut state.organizations;
+        offset_paged(
+            clerk,
+            store,
+            "/organizations",
+            ORGANIZATION_EVENT,
+            "organizations",
+            options,
+            organizations,
+            progress,
+        )
+        .await?;
+        let memberships = &mut state.memberships;
+        offset_paged(
+            clerk,
+            store,
+            "/organization_memberships",
+            MEMBERSHIP_EVENT,
+            "memberships",
+            options,
+            memberships,
+            progress,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Every object of an offset-paged list, page by page: each page read whole, then written.
+#[allow(clippy::too_many_arguments)]
+async fn offset_paged(
+    clerk: &Clerk,
+    store: Option<&Store>,
+    path: &str,
+    event_type: &str,
+    unit: &'static str,
+    options: &Options,
+    tally: &mut Tally,
+    progress: &Progress,
+) -> Result<(), RunError> {
+    let mut offset = 0;
+    loop {
+        let page = clerk.offset_page(path, &[], options.limit, offset).await?;
+        if offset == 0 {
+            progress.stage(unit, Some(page.total_count));
+        }
+        let planned = plan_objects(&page.data, event_type, options.plan, &format!("GET {path} at offset {offset}"))?;
+        let received = planned.len();
+        tally.fetched += received as u64;
+        let show = |t: &Tally| progress.show(format!("{unit}: fetched={} {}", t.fetched, t.verdicts()));
+        show(tally);
+        if let Some(store) = store {
+            apply_all(store, planned, tally, &show).await?;
+        }
+        offset += received as u64;
+        progress.advance(received as u64);
+        if page.is_last(offset, received) {
             return Ok(());
         }
     }

@@ -142,9 +142,17 @@ impl Pacer {
 
 /// A page of a `{data, total_count}` list.
 #[derive(Deserialize)]
-struct OffsetPage {
-    data: Vec<Box<RawValue>>,
-    total_count: u64,
+pub struct OffsetPage {
+    pub data: Vec<Box<RawValue>>,
+    pub total_count: u64,
+}
+
+impl OffsetPage {
+    /// Whether a list is done once `read` objects are in, `received` of them from this page. An
+    /// empty page ends it too, should `total_count` overstate what is left.
+    pub fn is_last(&self, read: u64, received: usize) -> bool {
+        received == 0 || read >= self.total_count
+    }
 }
 
 pub struct Clerk {
@@ -210,8 +218,28 @@ impl Clerk {
         }
     }
 
-    /// Every object of an offset-paged list (`{data, total_count}`, `limit` and `offset`), such as
+    /// One page of an offset-paged list (`{data, total_count}`, `limit` and `offset`), such as
     /// `/sessions?user_id=..&paginated=true`, `/organizations` or `/organization_memberships`.
+    pub async fn offset_page(
+        &self,
+        path: &str,
+        filters: &[(&str, String)],
+        limit: u32,
+        offset: u64,
+    ) -> Result<OffsetPage, ListError> {
+        let mut query = filters.to_vec();
+        query.extend([("limit", limit.to_string()), ("offset", offset.to_string())]);
+        let body = self.get(path, &query).await?;
+        serde_json::from_slice(&body).map_err(|e| ListError::Malformed {
+            page: format!("GET {path} at offset {offset}"),
+            reason: match e.classify() {
+                serde_json::error::Category::Data => "not a {data, total_count} list".to_owned(),
+                _ => format!("not valid JSON (line {}, column {})", e.line(), e.column()),
+            },
+        })
+    }
+
+    /// Every object of an offset-paged list, page after page until `total_count`.
     pub async fn list_offset_paged(
         &self,
         path: &str,
@@ -220,20 +248,11 @@ impl Clerk {
     ) -> Result<Vec<Box<RawValue>>, ListError> {
         let mut objects = Vec::new();
         loop {
-            let offset = objects.len();
-            let mut query = filters.to_vec();
-            query.extend([("limit", limit.to_string()), ("offset", offset.to_string())]);
-            let body = self.get(path, &query).await?;
-            let page: OffsetPage = serde_json::from_slice(&body).map_err(|e| ListError::Malformed {
-                page: format!("GET {path} at offset {offset}"),
-                reason: match e.classify() {
-                    serde_json::error::Category::Data => "not a {data, total_count} list".to_owned(),
-                    _ => format!("not valid JSON (line {}, column {})", e.line(), e.column()),
-                },
-            })?;
+            let page = self.offset_page(path, filters, limit, objects.len() as u64).await?;
             let received = page.data.len();
+            let last = page.is_last((objects.len() + received) as u64, received);
             objects.extend(page.data);
-            if received == 0 || objects.len() as u64 >= page.total_count {
+            if last {
                 return Ok(objects);
             }
         }

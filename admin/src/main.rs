@@ -43,7 +43,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Writes every Clerk user (and with --sessions their sessions) through the webhook path.
+    /// Writes every Clerk user (with --sessions their sessions, with --organizations every
+    /// organization and membership) through the webhook path.
     Backfill(BackfillArgs),
     /// Writes users the table lacks or holds outdated, and tombstones users Clerk no longer has.
     Reconcile(ReconcileArgs),
@@ -78,6 +79,9 @@ struct BackfillArgs {
     /// Also each user's sessions.
     #[arg(long)]
     sessions: bool,
+    /// Also every organization and organization membership (after the users).
+    #[arg(long)]
+    organizations: bool,
     /// Resume after this user id (printed by a run that stopped).
     #[arg(long, value_name = "USER_ID")]
     starting_after: Option<String>,
@@ -160,6 +164,7 @@ async fn backfill(args: BackfillArgs) -> ExitCode {
         limit: common.limit,
         starting_after: args.starting_after.clone(),
         sessions: args.sessions,
+        organizations: args.organizations,
         dry_run: common.dry_run,
         plan: plan::Options { store_clerk_data: common.store_clerk_data },
     };
@@ -178,7 +183,7 @@ async fn backfill(args: BackfillArgs) -> ExitCode {
         (Err(_), _) => "stopped",
     };
     println!("backfill {outcome}: pages={} elapsed={elapsed:.1}s", state.pages);
-    println!("{}", state.counts(options.sessions));
+    println!("{}", state.counts(options.sessions, options.organizations));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -22,6 +22,11 @@ pub const USER_EVENT: &str = "user.updated";
 /// The event type a fetched session is read as: any `session.*` type with a session object is an upsert.
 pub const SESSION_EVENT: &str = "session.updated";
 
+/// The event type a fetched organization is read as.
+pub const ORGANIZATION_EVENT: &str = "organization.updated";
+/// The event type a fetched organization membership is read as.
+pub const MEMBERSHIP_EVENT: &str = "organizationMembership.updated";
+
 /// Writes in flight at once. DynamoDB takes far more; this keeps a laptop's connection pool small.
 const WRITE_CONCURRENCY: usize = 16;
 

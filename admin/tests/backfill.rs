@@ -12,7 +12,7 @@ use clerk_sync::handler::App;
 use clerk_sync::verify::SigningSecret;
 use common::TestTable;
 use serde_json::{Value, json};
-use support::{Admin, FakeClerk, Fault, Target, session, user, user_id, user_items, users};
+use support::{Admin, FakeClerk, Fault, Target, membership, organization, session, user, user_id, user_items, users};
 
 const FAST: &str = "--rate=100000";
 
@@ -297,4 +297,41 @@ async fn every_request_carries_the_pinned_api_version() {
     let received = clerk.received();
     assert!(received.len() >= 5);
     assert!(received.iter().all(|r| r.api_version.as_deref() == Some("2025-11-10")), "{received:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn organizations_and_memberships_are_backfilled_as_the_webhook_writes_them() {
+    let organizations: Vec<Value> =
+        (0..3).map(|i| organization(&format!("org_{i}fake"), 1_700_000_400_000 + i)).collect();
+    let memberships: Vec<Value> = (0..5)
+        .map(|i| {
+            membership(
+                &format!("orgmem_{i}fake"),
+                &format!("org_{}fake", i % 3),
+                &user_id(i as usize),
+                1_700_000_500_000 + i,
+            )
+        })
+        .collect();
+    let (clerk, backfilled, admin) = setup(users(5), vec![]).await;
+    clerk.set_organizations(organizations.clone(), memberships.clone());
+    let run = admin.run(&["backfill", "--organizations", "--limit=2", FAST]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert_eq!(run.figure("organizations:", "applied"), 3, "{run}");
+    assert_eq!(run.figure("memberships:", "applied"), 5, "{run}");
+    assert_eq!(clerk.requests_to("/organizations"), 2, "pages of 2 and 1");
+    assert_eq!(clerk.requests_to("/organization_memberships"), 3, "pages of 2, 2 and 1");
+
+    let delivered = TestTable::create().await;
+    let webhook = Webhook::on(&delivered);
+    for user in users(5) {
+        assert_eq!(webhook.deliver("user.updated", &user).await, "applied");
+    }
+    for organization in &organizations {
+        assert_eq!(webhook.deliver("organization.updated", organization).await, "applied");
+    }
+    for membership in &memberships {
+        assert_eq!(webhook.deliver("organizationMembership.updated", membership).await, "applied");
+    }
+    assert_eq!(backfilled.items().await, delivered.items().await);
 }

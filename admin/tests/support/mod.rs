@@ -47,6 +47,23 @@ pub fn session(id: &str, user_id: &str, status: &str, updated_at: i64) -> Value 
     data(&common::clerk::session("session.created", id, user_id, status, updated_at, None))
 }
 
+pub fn organization(id: &str, updated_at: i64) -> Value {
+    data(&common::clerk::organization("organization.updated", id, updated_at, "Acme"))
+}
+
+pub fn membership(id: &str, organization_id: &str, user_id: &str, updated_at: i64) -> Value {
+    let event = common::clerk::membership(
+        "organizationMembership.updated",
+        id,
+        organization_id,
+        user_id,
+        "org:member",
+        updated_at - 10,
+        updated_at,
+    );
+    data(&event)
+}
+
 fn data(envelope: &str) -> Value {
     serde_json::from_str::<Value>(envelope).unwrap()["data"].take()
 }
@@ -93,6 +110,8 @@ struct State {
     /// Found by id, but missing from lists (as if created while a list was being read).
     unlisted: HashSet<String>,
     sessions: BTreeMap<String, Vec<Value>>,
+    organizations: Vec<Value>,
+    memberships: Vec<Value>,
     rules: Vec<Rule>,
     received: Vec<Received>,
 }
@@ -142,6 +161,13 @@ impl FakeClerk {
     /// Clears every fault.
     pub fn heal(&self) {
         self.state.lock().unwrap().rules.clear();
+    }
+
+    /// Organizations and memberships, listed by `GET /organizations` and `/organization_memberships`.
+    pub fn set_organizations(&self, organizations: Vec<Value>, memberships: Vec<Value>) {
+        let mut state = self.state.lock().unwrap();
+        state.organizations = organizations;
+        state.memberships = memberships;
     }
 
     /// Creates or updates a user in Clerk (a new one is the newest).
@@ -241,6 +267,10 @@ async fn answer(state: Arc<Mutex<State>>, request: Request<Incoming>) -> Result<
     let listed: Vec<&Value> =
         state.users.iter().filter(|u| !state.unlisted.contains(u["id"].as_str().unwrap())).collect();
     let number = |name: &str, default: usize| query.get(name).and_then(|v| v.parse().ok()).unwrap_or(default);
+    let offset_page = |all: &[Value]| {
+        let page: Vec<&Value> = all.iter().skip(number("offset", 0)).take(number("limit", 10)).collect();
+        json_answer(200, &json!({"data": page, "total_count": all.len()}))
+    };
     Ok(match path.as_str() {
         "/users/count" => json_answer(200, &json!({"object": "total_count", "total_count": listed.len()})),
         "/users" => {
@@ -262,10 +292,10 @@ async fn answer(state: Arc<Mutex<State>>, request: Request<Incoming>) -> Result<
             if query.get("paginated").map(String::as_str) != Some("true") {
                 return Ok(clerk_error(400, "form_param_value_invalid"));
             }
-            let all = state.sessions.get(user_id).cloned().unwrap_or_default();
-            let page: Vec<Value> = all.iter().skip(number("offset", 0)).take(number("limit", 10)).cloned().collect();
-            json_answer(200, &json!({"data": page, "total_count": all.len()}))
+            offset_page(state.sessions.get(user_id).map(Vec::as_slice).unwrap_or_default())
         }
+        "/organizations" => offset_page(&state.organizations),
+        "/organization_memberships" => offset_page(&state.memberships),
         p => match p.strip_prefix("/users/").and_then(|id| state.users.iter().find(|u| u["id"] == id)) {
             Some(user) => json_answer(200, user),
             None => clerk_error(404, "resource_not_found"),
