@@ -335,3 +335,14 @@ async fn organizations_and_memberships_are_backfilled_as_the_webhook_writes_them
     }
     assert_eq!(backfilled.items().await, delivered.items().await);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_table_is_a_clear_error_before_anything_is_read_from_clerk() {
+    let (clerk, _table, mut admin) = setup(users(5), vec![]).await;
+    admin.table = "clerk-sync-no-such-table".into();
+    let run = admin.run(&["backfill", FAST]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(run.stderr.contains("DynamoDB DescribeTable failed"), "{run}");
+    assert!(run.stderr.contains("(table clerk-sync-no-such-table)"), "{run}");
+    assert!(clerk.received().is_empty());
+}

@@ -32,8 +32,12 @@ async fn backfill_of_ten_thousand_users() {
     assert_eq!(run.code, Some(0), "{run}");
     assert_eq!(run.figure("users:", "applied"), count as u64, "{run}");
 
-    println!("backfill_users={count}");
-    println!("fetch_and_parse_only: {fetch_seconds:.1} s, {:.0} users/s (--dry-run)", count as f64 / fetch_seconds);
-    println!("backfill: {seconds:.1} s, {:.0} users/s", count as f64 / seconds);
+    // A line of its own each: the test harness's "test ... " has no newline yet.
+    println!();
+    println!(
+        "fetch and parse only (--dry-run), {count} users: {fetch_seconds:.1} s, {:.0} users/s",
+        count as f64 / fetch_seconds
+    );
+    println!("backfill, {count} users: {seconds:.1} s, {:.0} users/s", count as f64 / seconds);
     table.delete().await;
 }
