@@ -65,7 +65,14 @@ struct Common {
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=500))]
     limit: u32,
     /// Keep the whole Clerk object under `data`: set it as the function's STORE_CLERK_DATA is.
-    #[arg(long, env = "STORE_CLERK_DATA", default_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(
+        long,
+        env = "STORE_CLERK_DATA",
+        value_name = "BOOL",
+        default_value = "true",
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     store_clerk_data: bool,
     /// Read everything and report what would be written; write nothing.
     #[arg(long)]
@@ -294,6 +301,16 @@ mod tests {
     fn resume_command_quotes_what_the_shell_would_split() {
         let command = resume_args(args(&["backfill", "--table", "my table's"]), None);
         assert_eq!(command, r"clerk-sync-admin backfill --table 'my table'\''s'");
+    }
+
+    #[test]
+    fn store_clerk_data_takes_a_value() {
+        let Command::Backfill(args) =
+            Cli::parse_from(["clerk-sync-admin", "backfill", "--store-clerk-data", "false"]).command
+        else {
+            panic!("not a backfill")
+        };
+        assert!(!args.common.store_clerk_data);
     }
 
     #[test]
