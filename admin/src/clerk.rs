@@ -210,7 +210,62 @@ impl Clerk {
     /// Whether Clerk still has user `id` (`GET /users/{id}`). Only a 404 that Clerk itself
     /// explains as `resource_not_found` means gone: a proxy's or a wrong URL's 404 is an error.
     pub async fn user_exists(&self, id: &str) -> Result<Found, ClerkError> {
-        let path = format!("/users/{id}");
+        self.exists(format!("/users/{id}")).await
+    }
+
+    /// Whether Clerk still has organization `id` (`GET /organizations/{id}`), as for users.
+    pub async fn organization_exists(&self, id: &str) -> Result<Found, ClerkError> {
+        self.exists(format!("/organizations/{id}")).await
+    }
+
+    /// Whether Clerk still has membership `membership_id` (of user `user_id` in organization
+    /// `organization_id`): `GET /organizations/{organization_id}/memberships?user_id=<user_id>`,
+    /// every page, looking for that id. Clerk's answer without it means gone (the user left, or
+    /// left and joined again, which is another membership). Clerk's own 404 (`resource_not_found`)
+    /// means the organization is gone, and its memberships with it; any other 404 is an error.
+    /// Matching on the id, not on the filter, keeps it right should Clerk ever ignore the filter
+    /// (its docs say unknown user ids are ignored): the answer is then paged through whole.
+    pub async fn membership_exists(
+        &self,
+        organization_id: &str,
+        user_id: &str,
+        membership_id: &str,
+        limit: u32,
+    ) -> Result<Found, ListError> {
+        #[derive(Deserialize)]
+        struct Membership {
+            id: String,
+        }
+        let path = format!("/organizations/{organization_id}/memberships");
+        let mut read = 0;
+        loop {
+            let query = [("user_id", user_id.to_owned()), ("limit", limit.to_string()), ("offset", read.to_string())];
+            let body = match self.get_or_404(&path, &query).await? {
+                Ok(body) => body,
+                Err(codes) if codes.contains("resource_not_found") => return Ok(Found::NotFound),
+                Err(codes) => return Err(ClerkError::Refused { status: StatusCode::NOT_FOUND, codes, path }.into()),
+            };
+            let page = read_page(&path, read, &body)?;
+            let received = page.data.len();
+            for raw in &page.data {
+                let membership: Membership = serde_json::from_str(raw.get()).map_err(|_| ListError::Malformed {
+                    page: format!("GET {path} at offset {read}"),
+                    reason: "a list holding an object without an id".to_owned(),
+                })?;
+                if membership.id == membership_id {
+                    return Ok(Found::Exists);
+                }
+            }
+            read += received as u64;
+            if page.is_last(read, received) {
+                return Ok(Found::NotFound);
+            }
+        }
+    }
+
+    /// A `GET` of one object: only a 404 that Clerk itself explains as `resource_not_found` means
+    /// gone; a proxy's or a wrong URL's 404 is an error.
+    async fn exists(&self, path: String) -> Result<Found, ClerkError> {
         match self.get_or_404(&path, &[]).await? {
             Ok(_) => Ok(Found::Exists),
             Err(codes) if codes.contains("resource_not_found") => Ok(Found::NotFound),
@@ -230,13 +285,7 @@ impl Clerk {
         let mut query = filters.to_vec();
         query.extend([("limit", limit.to_string()), ("offset", offset.to_string())]);
         let body = self.get(path, &query).await?;
-        serde_json::from_slice(&body).map_err(|e| ListError::Malformed {
-            page: format!("GET {path} at offset {offset}"),
-            reason: match e.classify() {
-                serde_json::error::Category::Data => "not a {data, total_count} list".to_owned(),
-                _ => format!("not valid JSON (line {}, column {})", e.line(), e.column()),
-            },
-        })
+        read_page(path, offset, &body)
     }
 
     /// Every object of an offset-paged list, page after page until `total_count`.
@@ -318,6 +367,17 @@ impl Clerk {
             sleep(FIRST_BACKOFF * 2u32.pow(failures - 1)).await;
         }
     }
+}
+
+/// A `{data, total_count}` page, or what is wrong with it (never quoting it).
+fn read_page(path: &str, offset: u64, body: &[u8]) -> Result<OffsetPage, ListError> {
+    serde_json::from_slice(body).map_err(|e| ListError::Malformed {
+        page: format!("GET {path} at offset {offset}"),
+        reason: match e.classify() {
+            serde_json::error::Category::Data => "not a {data, total_count} list".to_owned(),
+            _ => format!("not valid JSON (line {}, column {})", e.line(), e.column()),
+        },
+    })
 }
 
 enum Failure {

@@ -17,11 +17,13 @@ pub enum RunError {
     Write { id: String, source: StoreError },
     #[error("DynamoDB {operation} failed: {detail}")]
     Table { operation: &'static str, detail: String },
+    /// `what` names the tombstones: `4 users`, or with organizations `2 users, 1 organization and
+    /// 3 memberships (6 in all)`.
     #[error(
-        "refusing to tombstone {candidates} users: more than --max-deletions {max}. Check that CLERK_SECRET_KEY \
+        "refusing to tombstone {what}: more than --max-deletions {max}. Check that CLERK_SECRET_KEY \
          belongs to the Clerk instance that feeds this table; if it does, run again with --max-deletions {candidates}"
     )]
-    TooManyDeletions { candidates: usize, max: usize },
+    TooManyDeletions { candidates: usize, what: String, max: usize },
     #[error("interrupted")]
     Interrupted,
 }

@@ -46,7 +46,8 @@ enum Command {
     /// Writes every Clerk user (with --sessions their sessions, with --organizations every
     /// organization and membership) through the webhook path.
     Backfill(BackfillArgs),
-    /// Writes users the table lacks or holds outdated, and tombstones users Clerk no longer has.
+    /// Writes users the table lacks or holds outdated, and tombstones users Clerk no longer has
+    /// (with --organizations, organizations and memberships too).
     Reconcile(ReconcileArgs),
 }
 
@@ -98,9 +99,14 @@ struct BackfillArgs {
 struct ReconcileArgs {
     #[command(flatten)]
     common: Common,
-    /// Refuse to tombstone more users than this (nothing is written then).
+    /// Refuse to tombstone more than this many users, organizations and memberships in all
+    /// (nothing is written then).
     #[arg(long, default_value_t = 100)]
     max_deletions: usize,
+    /// Also organizations and organization memberships: write what the table lacks or holds
+    /// outdated, tombstone what Clerk no longer has.
+    #[arg(long)]
+    organizations: bool,
 }
 
 fn main() -> ExitCode {
@@ -214,6 +220,7 @@ async fn reconcile(args: ReconcileArgs) -> ExitCode {
     let options = reconcile::Options {
         limit: common.limit,
         max_deletions: args.max_deletions,
+        organizations: args.organizations,
         dry_run: common.dry_run,
         plan: plan::Options { store_clerk_data: common.store_clerk_data },
     };
@@ -233,7 +240,7 @@ async fn reconcile(args: ReconcileArgs) -> ExitCode {
         (Err(_), _) => "stopped",
     };
     println!("reconcile {outcome}: elapsed={elapsed:.1}s");
-    println!("{}", report.lines(options.dry_run));
+    println!("{}", report.lines(options.dry_run, options.organizations));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ RunError::TooManyDeletions { .. }) => fail(&e.to_string(), REFUSED),

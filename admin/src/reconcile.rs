@@ -1,99 +1,255 @@
 //! `reconcile`: finds where the table and Clerk disagree and repairs it through the webhook path.
 //!
-//! 1. Scan the table's user items (live users and tombstones, with their versions).
-//! 2. List every Clerk user (the same paging as `backfill`), read through the webhook path: a user
-//!    the table lacks (missing) or holds at a lower version (outdated) is drift to write.
-//! 3. Live users in the table that Clerk's list lacks are candidates for deletion. Above
-//!    `--max-deletions` the run stops before writing anything: a development key pointed at a
-//!    production table would otherwise tombstone everyone.
-//! 4. Each candidate is confirmed with `GET /users/{id}`: only a 404 tombstones it (a user created
-//!    while the list was being read exists, and stays).
-//! 5. Write the missing and outdated users, then the tombstones (`user.deleted`'s write, which
-//!    also removes the user's sessions).
+//! 1. Scan the table once: its user items (live users and tombstones, with their versions), and
+//!    with `--organizations` its organization items and memberships (the item under the
+//!    organization), filtered on `sk` and projected to what deciding drift needs.
+//! 2. List every Clerk user (the same paging as `backfill`), and with `--organizations` every
+//!    organization and membership, read through the webhook path: what the table lacks (missing)
+//!    or holds at a lower version, or for a membership holds as another membership (outdated), is
+//!    drift to write.
+//! 3. Live items that Clerk's lists lack are candidates for deletion. A membership of a candidate
+//!    user or organization waits for it: that tombstone would remove the membership. Above
+//!    `--max-deletions` the run stops before confirming or writing anything: a development key
+//!    pointed at a production table would otherwise tombstone everyone.
+//! 4. Each candidate is confirmed by id (`GET /users/{id}`, `GET /organizations/{id}`, and for a
+//!    membership its organization's memberships of that user): only Clerk's own answer that it is
+//!    gone tombstones it. The memberships that waited on a user or organization Clerk still has
+//!    are confirmed next, and the guard is checked again on everything confirmed.
+//! 5. Write the missing and outdated objects, then the tombstones: `user.deleted`'s write (which
+//!    also removes the user's sessions and memberships), `organization.deleted`'s (which removes
+//!    its memberships), and a membership's tombstone on both of its items.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
-use clerk_sync::plan::{self, Tombstone, USER_SK, Write};
-use clerk_sync::store::Store;
+use clerk_sync::plan::{self, MEMBER_SK_PREFIX, MembershipItem, ORGANIZATION_SK, Tombstone, USER_SK, Write};
+use clerk_sync::store::{Item, Store};
 use tokio::task::JoinSet;
 
 use crate::clerk::{Clerk, Found};
 use crate::error::RunError;
 use crate::progress::Progress;
-use crate::webhook_path::{Planned, Tally, USER_EVENT, apply_all, plan_array};
+use crate::webhook_path::{
+    MEMBERSHIP_EVENT, ORGANIZATION_EVENT, Planned, Tally, USER_EVENT, apply_all, plan_array, plan_objects,
+};
 
-/// User lookups in flight at once; Clerk's rate limit, not this, sets the pace.
+/// Lookups in flight at once; Clerk's rate limit, not this, sets the pace.
 const CONFIRM_CONCURRENCY: usize = 16;
 
 pub struct Options {
     pub limit: u32,
     pub max_deletions: usize,
+    /// Also organizations and memberships.
+    pub organizations: bool,
     pub dry_run: bool,
     pub plan: plan::Options,
 }
 
-/// What a user item in the table says.
+/// What a user or organization item in the table says.
 #[derive(Debug, Clone, Copy)]
 struct Stored {
     version: u64,
     deleted: bool,
 }
 
-/// The drift found, and what writing it did.
+/// A membership item under its organization (`ORG#<organization_id>`, `MEMBER#<user_id>`): what
+/// deciding drift, and writing its tombstone, needs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct StoredMembership {
+    organization_id: String,
+    user_id: String,
+    id: String,
+    created_at: i64,
+    version: u64,
+    deleted: bool,
+}
+
+impl StoredMembership {
+    /// The membership's tombstone at `version`, what `organizationMembership.deleted` writes: the
+    /// store writes it on both items, under the membership rule (its deletion beats its updates).
+    fn tombstone(&self, version: u64) -> MembershipItem {
+        MembershipItem {
+            pk: plan::organization_pk(&self.organization_id),
+            sk: plan::member_sk(&self.user_id),
+            id: self.id.clone(),
+            organization_id: self.organization_id.clone(),
+            user_id: self.user_id.clone(),
+            deleted: true,
+            role: None,
+            created_at: self.created_at,
+            updated_at: None,
+            public_metadata: None,
+            version,
+            data: None,
+        }
+    }
+}
+
+/// What the Scan found.
 #[derive(Debug, Default)]
-pub struct Report {
-    pub table_users: usize,
+struct Table {
+    /// By user id.
+    users: HashMap<String, Stored>,
+    /// By organization id.
+    organizations: HashMap<String, Stored>,
+    /// By (organization id, user id): one membership per user and organization.
+    memberships: HashMap<(String, String), StoredMembership>,
+}
+
+/// One kind of object's drift, and what writing it did.
+#[derive(Debug, Default)]
+pub struct Drift {
+    /// Listed by Clerk.
+    pub clerk: usize,
+    /// Live in the table.
+    pub table: usize,
     pub table_tombstones: usize,
-    pub clerk_users: usize,
     /// In Clerk, not in the table.
     pub missing: Tally,
-    /// In both; the table's version is older.
+    /// In both; the table's version is older (or, for a membership, the table holds another one).
     pub outdated: Tally,
-    /// Live in the table, absent from Clerk's list.
+    /// Live in the table, absent from Clerk's list, confirmed one by one.
     pub candidates: usize,
-    /// Candidates Clerk answered 404 for: tombstoned.
+    /// Candidates Clerk confirmed it no longer has: tombstoned.
     pub deleted_in_clerk: Tally,
     /// Candidates Clerk still has (created while the list was read).
     pub still_in_clerk: usize,
-    /// Tombstoned in the table but listed by Clerk, which never reuses ids: left alone, reported.
+    /// Tombstoned in the table but listed by Clerk: left alone, reported.
     pub tombstoned_but_listed: usize,
 }
 
+/// The drift found, and what writing it did.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub users: Drift,
+    pub organizations: Drift,
+    pub memberships: Drift,
+    /// Live memberships under a user or organization the table holds as a tombstone (whose removal
+    /// of them did not finish): left alone, since no membership write gets past that tombstone.
+    pub memberships_under_tombstones: usize,
+}
+
 impl Report {
-    pub fn lines(&self, dry_run: bool) -> String {
+    pub fn lines(&self, dry_run: bool, organizations: bool) -> String {
         let verb = if dry_run { "would write" } else { "written" };
         let drift = |name: &str, t: &Tally| {
             if dry_run {
                 format!("{name}: found={}", t.fetched)
+            } else if name.starts_with("organizations") || name.starts_with("memberships") {
+                format!("{name}: found={} {} organization_deleted={}", t.fetched, t.verdicts(), t.organization_deleted)
             } else {
                 format!("{name}: found={} {}", t.fetched, t.verdicts())
             }
         };
-        let deleted = if dry_run {
-            format!("deleted_in_clerk: found={}", self.deleted_in_clerk.fetched)
-        } else {
-            format!(
-                "deleted_in_clerk: found={} tombstoned={} sessions_removed={}",
-                self.deleted_in_clerk.fetched, self.deleted_in_clerk.applied, self.deleted_in_clerk.sessions_removed
-            )
+        let deleted = |name: &str, t: &Tally, removed: String| {
+            if dry_run {
+                format!("{name}: found={}", t.fetched)
+            } else {
+                format!("{name}: found={} tombstoned={} {removed}", t.fetched, t.applied)
+            }
         };
-        [
+        let users = &self.users;
+        let mut lines = vec![
             format!(
                 "clerk_users={} table_users={} table_tombstones={} ({verb} below)",
-                self.clerk_users, self.table_users, self.table_tombstones
+                users.clerk, users.table, users.table_tombstones
             ),
-            drift("missing", &self.missing),
-            drift("outdated", &self.outdated),
-            deleted,
-            format!("still_in_clerk={} (not in Clerk's list, but found by id: left alone)", self.still_in_clerk),
-            format!("tombstoned_but_listed={} (left alone)", self.tombstoned_but_listed),
-        ]
-        .join("\n")
+            drift("missing", &users.missing),
+            drift("outdated", &users.outdated),
+            deleted(
+                "deleted_in_clerk",
+                &users.deleted_in_clerk,
+                format!(
+                    "sessions_removed={} memberships_removed={}",
+                    users.deleted_in_clerk.sessions_removed, users.deleted_in_clerk.memberships_removed
+                ),
+            ),
+            format!("still_in_clerk={} (not in Clerk's list, but found by id: left alone)", users.still_in_clerk),
+            format!("tombstoned_but_listed={} (left alone)", users.tombstoned_but_listed),
+        ];
+        if !organizations {
+            return lines.join("\n");
+        }
+        let organizations = &self.organizations;
+        let memberships = &self.memberships;
+        let gone = &memberships.deleted_in_clerk;
+        lines.extend([
+            format!(
+                "clerk_organizations={} table_organizations={} table_tombstones={}",
+                organizations.clerk, organizations.table, organizations.table_tombstones
+            ),
+            drift("organizations missing", &organizations.missing),
+            drift("organizations outdated", &organizations.outdated),
+            deleted(
+                "organizations deleted_in_clerk",
+                &organizations.deleted_in_clerk,
+                format!("memberships_removed={}", organizations.deleted_in_clerk.memberships_removed),
+            ),
+            format!(
+                "organizations still_in_clerk={} tombstoned_but_listed={} (left alone)",
+                organizations.still_in_clerk, organizations.tombstoned_but_listed
+            ),
+            format!(
+                "clerk_memberships={} table_memberships={} table_tombstones={}",
+                memberships.clerk, memberships.table, memberships.table_tombstones
+            ),
+            drift("memberships missing", &memberships.missing),
+            drift("memberships outdated", &memberships.outdated),
+            deleted(
+                "memberships deleted_in_clerk",
+                gone,
+                format!(
+                    "duplicate={} stale={} user_deleted={} organization_deleted={}",
+                    gone.duplicate, gone.stale, gone.user_deleted, gone.organization_deleted
+                ),
+            ),
+            format!(
+                "memberships still_in_clerk={} tombstoned_but_listed={} under_tombstones={} (left alone)",
+                memberships.still_in_clerk, memberships.tombstoned_but_listed, self.memberships_under_tombstones
+            ),
+        ]);
+        lines.join("\n")
+    }
+}
+
+/// The writes one kind of drift needs.
+#[derive(Default)]
+struct Writes {
+    missing: Vec<Planned>,
+    outdated: Vec<Planned>,
+}
+
+/// How many tombstones a run would write, checked against `--max-deletions`.
+struct Deletions {
+    users: usize,
+    organizations: usize,
+    memberships: usize,
+}
+
+impl Deletions {
+    fn check(&self, options: &Options) -> Result<(), RunError> {
+        let candidates = self.users + self.organizations + self.memberships;
+        if candidates <= options.max_deletions {
+            return Ok(());
+        }
+        let count = |n: usize, what: &str| if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") };
+        let what = if options.organizations {
+            format!(
+                "{}, {} and {} ({candidates} in all)",
+                count(self.users, "user"),
+                count(self.organizations, "organization"),
+                count(self.memberships, "membership")
+            )
+        } else {
+            count(candidates, "user")
+        };
+        Err(RunError::TooManyDeletions { candidates, what, max: options.max_deletions })
     }
 }
 
@@ -101,88 +257,247 @@ pub async fn run(
     clerk: &Arc<Clerk>,
     client: &Client,
     store: &Store,
-    table: &str,
+    table_name: &str,
     options: &Options,
     report: &mut Report,
     progress: &Progress,
 ) -> Result<(), RunError> {
     progress.stage("table items", None);
-    let mut table_users = scan_users(client, table, progress).await?;
-    report.table_users = table_users.values().filter(|u| !u.deleted).count();
-    report.table_tombstones = table_users.len() - report.table_users;
+    let mut table = scan(client, table_name, options.organizations, progress).await?;
+    (report.users.table, report.users.table_tombstones) = live_and_deleted(table.users.values().map(|s| s.deleted));
+    (report.organizations.table, report.organizations.table_tombstones) =
+        live_and_deleted(table.organizations.values().map(|s| s.deleted));
+    (report.memberships.table, report.memberships.table_tombstones) =
+        live_and_deleted(table.memberships.values().map(|m| m.deleted));
 
     progress.stage("Clerk users", clerk.user_count().await?);
-    let (missing, outdated) = list_drift(clerk, &mut table_users, options, report, progress).await?;
-    report.missing.fetched = missing.len() as u64;
-    report.outdated.fetched = outdated.len() as u64;
+    let users = list_users(clerk, &mut table.users, options, &mut report.users, progress).await?;
+    let (organizations, memberships) = if options.organizations {
+        let path = "/organizations";
+        let listed =
+            list_offset_paged(clerk, path, ORGANIZATION_EVENT, "Clerk organizations", options, progress).await?;
+        let organizations = sort_listed(listed, &mut table.organizations, &mut report.organizations);
+        let path = "/organization_memberships";
+        let listed = list_offset_paged(clerk, path, MEMBERSHIP_EVENT, "Clerk memberships", options, progress).await?;
+        (organizations, sort_memberships(listed, &mut table.memberships, &mut report.memberships))
+    } else {
+        (Writes::default(), Writes::default())
+    };
+    report.users.missing.fetched = users.missing.len() as u64;
+    report.users.outdated.fetched = users.outdated.len() as u64;
+    report.organizations.missing.fetched = organizations.missing.len() as u64;
+    report.organizations.outdated.fetched = organizations.outdated.len() as u64;
+    report.memberships.missing.fetched = memberships.missing.len() as u64;
+    report.memberships.outdated.fetched = memberships.outdated.len() as u64;
 
-    // What is left of the table's map is what Clerk's list did not have.
-    let mut candidates: Vec<String> =
-        table_users.into_iter().filter(|(_, stored)| !stored.deleted).map(|(id, _)| id).collect();
-    candidates.sort();
-    report.candidates = candidates.len();
-    if candidates.len() > options.max_deletions {
-        return Err(RunError::TooManyDeletions { candidates: candidates.len(), max: options.max_deletions });
+    // What is left of the table's maps is what Clerk's lists did not have.
+    let user_candidates = live_left(&table.users);
+    let organization_candidates = live_left(&table.organizations);
+    let tombstoned = |map: &HashMap<String, Stored>, id: &str| map.get(id).is_some_and(|s| s.deleted);
+    let (user_set, organization_set): (HashSet<&str>, HashSet<&str>) = (
+        user_candidates.iter().map(String::as_str).collect(),
+        organization_candidates.iter().map(String::as_str).collect(),
+    );
+    let (mut membership_candidates, mut waiting) = (Vec::new(), Vec::new());
+    for membership in table.memberships.values().filter(|m| !m.deleted) {
+        if tombstoned(&table.users, &membership.user_id)
+            || tombstoned(&table.organizations, &membership.organization_id)
+        {
+            report.memberships_under_tombstones += 1;
+        } else if user_set.contains(membership.user_id.as_str())
+            || organization_set.contains(membership.organization_id.as_str())
+        {
+            waiting.push(membership.clone());
+        } else {
+            membership_candidates.push(membership.clone());
+        }
     }
-    progress.stage("candidates confirmed", Some(candidates.len() as u64));
-    let gone = confirm_gone(clerk, candidates, progress).await?;
-    report.still_in_clerk = report.candidates - gone.len();
-    report.deleted_in_clerk.fetched = gone.len() as u64;
+    Deletions {
+        users: user_candidates.len(),
+        organizations: organization_candidates.len(),
+        memberships: membership_candidates.len(),
+    }
+    .check(options)?;
+
+    report.users.candidates = user_candidates.len();
+    report.organizations.candidates = organization_candidates.len();
+    progress.stage("candidates confirmed", Some((user_candidates.len() + organization_candidates.len()) as u64));
+    let gone_users = confirm_gone(
+        user_candidates,
+        |id| {
+            let clerk = clerk.clone();
+            async move { Ok((clerk.user_exists(&id).await?, id)) }
+        },
+        progress,
+    )
+    .await?;
+    let gone_organizations = confirm_gone(
+        organization_candidates,
+        |id| {
+            let clerk = clerk.clone();
+            async move { Ok((clerk.organization_exists(&id).await?, id)) }
+        },
+        progress,
+    )
+    .await?;
+    // Memberships that waited on a user or organization Clerk still has are candidates of their own.
+    let (gone_user_set, gone_organization_set): (HashSet<&str>, HashSet<&str>) =
+        (gone_users.iter().map(String::as_str).collect(), gone_organizations.iter().map(String::as_str).collect());
+    membership_candidates.extend(waiting.into_iter().filter(|m| {
+        !gone_user_set.contains(m.user_id.as_str()) && !gone_organization_set.contains(m.organization_id.as_str())
+    }));
+    membership_candidates.sort();
+    report.memberships.candidates = membership_candidates.len();
+    progress.stage("memberships confirmed", Some(membership_candidates.len() as u64));
+    let limit = options.limit;
+    let gone_memberships = confirm_gone(
+        membership_candidates,
+        |membership| {
+            let clerk = clerk.clone();
+            async move {
+                let StoredMembership { organization_id, user_id, id, .. } = &membership;
+                Ok((clerk.membership_exists(organization_id, user_id, id, limit).await?, membership))
+            }
+        },
+        progress,
+    )
+    .await?;
+
+    report.users.still_in_clerk = report.users.candidates - gone_users.len();
+    report.users.deleted_in_clerk.fetched = gone_users.len() as u64;
+    report.organizations.still_in_clerk = report.organizations.candidates - gone_organizations.len();
+    report.organizations.deleted_in_clerk.fetched = gone_organizations.len() as u64;
+    report.memberships.still_in_clerk = report.memberships.candidates - gone_memberships.len();
+    report.memberships.deleted_in_clerk.fetched = gone_memberships.len() as u64;
+    // Memberships that waited may have added tombstones the first check could not count.
+    Deletions { users: gone_users.len(), organizations: gone_organizations.len(), memberships: gone_memberships.len() }
+        .check(options)?;
     if options.dry_run {
         return Ok(());
     }
 
-    progress.stage("written", Some((missing.len() + outdated.len() + gone.len()) as u64));
+    let upserts =
+        [&users, &organizations, &memberships].iter().map(|w| w.missing.len() + w.outdated.len()).sum::<usize>();
+    let tombstones = gone_users.len() + gone_organizations.len() + gone_memberships.len();
+    progress.stage("written", Some((upserts + tombstones) as u64));
     let show = |_: &Tally| progress.advance(1);
-    apply_all(store, missing, &mut report.missing, &show).await?;
-    apply_all(store, outdated, &mut report.outdated, &show).await?;
+    apply_all(store, users.missing, &mut report.users.missing, &show).await?;
+    apply_all(store, users.outdated, &mut report.users.outdated, &show).await?;
+    apply_all(store, organizations.missing, &mut report.organizations.missing, &show).await?;
+    apply_all(store, organizations.outdated, &mut report.organizations.outdated, &show).await?;
+    apply_all(store, memberships.missing, &mut report.memberships.missing, &show).await?;
+    apply_all(store, memberships.outdated, &mut report.memberships.outdated, &show).await?;
     let now = now_ms();
     let tombstones =
-        gone.into_iter().map(|id| Planned { write: Write::DeleteUser(Tombstone::user(&id, now)), id }).collect();
-    apply_all(store, tombstones, &mut report.deleted_in_clerk, &show).await
+        gone_users.into_iter().map(|id| Planned { write: Write::DeleteUser(Tombstone::user(&id, now)), id }).collect();
+    apply_all(store, tombstones, &mut report.users.deleted_in_clerk, &show).await?;
+    let tombstones = gone_organizations
+        .into_iter()
+        .map(|id| Planned { write: Write::DeleteOrganization(Tombstone::organization(&id, now)), id })
+        .collect();
+    apply_all(store, tombstones, &mut report.organizations.deleted_in_clerk, &show).await?;
+    let tombstones = gone_memberships
+        .into_iter()
+        .map(|membership| Planned { write: Write::PutMembership(membership.tombstone(now)), id: membership.id })
+        .collect();
+    apply_all(store, tombstones, &mut report.memberships.deleted_in_clerk, &show).await
 }
 
-/// Every user item (`sk = USER`): live users and tombstones, by user id.
-async fn scan_users(client: &Client, table: &str, progress: &Progress) -> Result<HashMap<String, Stored>, RunError> {
-    let mut users = HashMap::new();
-    let mut pages = client
+/// How many items are live, and how many tombstones.
+fn live_and_deleted(deleted: impl Iterator<Item = bool>) -> (usize, usize) {
+    deleted.fold(
+        (0, 0),
+        |(live, tombstones), deleted| if deleted { (live, tombstones + 1) } else { (live + 1, tombstones) },
+    )
+}
+
+/// The live ids left in a map, sorted.
+fn live_left(map: &HashMap<String, Stored>) -> Vec<String> {
+    let mut ids: Vec<String> = map.iter().filter(|(_, stored)| !stored.deleted).map(|(id, _)| id.clone()).collect();
+    ids.sort();
+    ids
+}
+
+/// One Scan: the user items (`sk = USER`), and with `organizations` the organization items
+/// (`sk = ORG`) and the memberships under organizations (`sk` beginning `MEMBER#`), each projected
+/// to its keys, version and `deleted` (and for memberships `id` and `created_at`).
+async fn scan(client: &Client, table: &str, organizations: bool, progress: &Progress) -> Result<Table, RunError> {
+    let request = client
         .scan()
         .table_name(table)
-        .filter_expression("#sk = :user")
-        .projection_expression("#pk, #version, #deleted")
         .expression_attribute_names("#pk", "pk")
         .expression_attribute_names("#sk", "sk")
         .expression_attribute_names("#version", "version")
         .expression_attribute_names("#deleted", "deleted")
         .expression_attribute_values(":user", AttributeValue::S(USER_SK.to_owned()))
-        .consistent_read(true)
-        .into_paginator()
-        .items()
-        .send();
+        .consistent_read(true);
+    let request = if organizations {
+        request
+            .filter_expression("#sk IN (:user, :organization) OR begins_with(#sk, :member)")
+            .projection_expression("#pk, #sk, #version, #deleted, #id, #created_at")
+            .expression_attribute_names("#id", "id")
+            .expression_attribute_names("#created_at", "created_at")
+            .expression_attribute_values(":organization", AttributeValue::S(ORGANIZATION_SK.to_owned()))
+            .expression_attribute_values(":member", AttributeValue::S(MEMBER_SK_PREFIX.to_owned()))
+    } else {
+        request.filter_expression("#sk = :user").projection_expression("#pk, #sk, #version, #deleted")
+    };
+    let mut found = Table::default();
+    let mut pages = request.into_paginator().items().send();
     while let Some(item) = pages.next().await {
         let item =
             item.map_err(|e| RunError::Table { operation: "Scan", detail: DisplayErrorContext(e).to_string() })?;
         progress.advance(1);
-        let id = item.get("pk").and_then(|v| v.as_s().ok()).and_then(|pk| pk.strip_prefix("USER#"));
-        let version = item.get("version").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok());
-        let deleted = item.get("deleted").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false);
-        if let (Some(id), Some(version)) = (id, version) {
-            users.insert(id.to_owned(), Stored { version, deleted });
-        }
+        found.add(&item);
     }
-    Ok(users)
+    Ok(found)
 }
 
-/// Lists every Clerk user, taking each out of `table_users` (so what is left there is what Clerk
-/// did not list), and keeps the writes for users the table lacks or holds at an older version.
-async fn list_drift(
+impl Table {
+    /// Files one scanned item; an item without what it needs is skipped.
+    fn add(&mut self, item: &Item) {
+        let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str);
+        let (Some(pk), Some(sk), Some(version)) = (text("pk"), text("sk"), number(item, "version")) else { return };
+        let deleted = item.get("deleted").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false);
+        if sk == USER_SK {
+            if let Some(id) = pk.strip_prefix("USER#") {
+                self.users.insert(id.to_owned(), Stored { version, deleted });
+            }
+        } else if sk == ORGANIZATION_SK {
+            if let Some(id) = pk.strip_prefix("ORG#") {
+                self.organizations.insert(id.to_owned(), Stored { version, deleted });
+            }
+        } else if let (Some(organization_id), Some(user_id), Some(id), Some(created_at)) =
+            (pk.strip_prefix("ORG#"), sk.strip_prefix(MEMBER_SK_PREFIX), text("id"), number(item, "created_at"))
+        {
+            let (organization_id, user_id) = (organization_id.to_owned(), user_id.to_owned());
+            let membership = StoredMembership {
+                organization_id: organization_id.clone(),
+                user_id: user_id.clone(),
+                id: id.to_owned(),
+                created_at,
+                version,
+                deleted,
+            };
+            self.memberships.insert((organization_id, user_id), membership);
+        }
+    }
+}
+
+fn number<T: FromStr>(item: &Item, name: &str) -> Option<T> {
+    item.get(name).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok())
+}
+
+/// Lists every Clerk user, page by page (as `backfill`), taking each out of `table` (so what is
+/// left there is what Clerk did not list).
+async fn list_users(
     clerk: &Clerk,
-    table_users: &mut HashMap<String, Stored>,
+    table: &mut HashMap<String, Stored>,
     options: &Options,
-    report: &mut Report,
+    drift: &mut Drift,
     progress: &Progress,
-) -> Result<(Vec<Planned>, Vec<Planned>), RunError> {
-    let (mut missing, mut outdated) = (Vec::new(), Vec::new());
+) -> Result<Writes, RunError> {
+    let mut writes = Writes::default();
     let mut seen = HashSet::new();
     let mut cursor: Option<String> = None;
     let mut pages = 0;
@@ -195,55 +510,130 @@ async fn list_drift(
         let body = clerk.users_page(options.limit, cursor.as_deref()).await?;
         let users = plan_array(&body, USER_EVENT, options.plan, &page)?;
         let received = users.len();
-        for user in users {
-            cursor = Some(user.id.clone());
-            if !seen.insert(user.id.clone()) {
-                continue;
-            }
-            match table_users.remove(&user.id) {
-                None => missing.push(user),
-                Some(stored) if stored.deleted => {
-                    // Kept in the map would make it a candidate: put back as a tombstone, which is never one.
-                    table_users.insert(user.id, stored);
-                    report.tombstoned_but_listed += 1;
-                }
-                Some(stored) if stored.version < user.write.version() => outdated.push(user),
-                Some(_) => {}
-            }
+        if let Some(last) = users.last() {
+            cursor = Some(last.id.clone());
         }
-        report.clerk_users = seen.len();
+        sort_into(users, table, &mut seen, drift, &mut writes);
+        drift.clerk = seen.len();
         progress.advance(received as u64);
         if received < options.limit as usize {
-            return Ok((missing, outdated));
+            return Ok(writes);
         }
     }
 }
 
-/// The candidates Clerk answers 404 (`resource_not_found`) for.
-async fn confirm_gone(
-    clerk: &Arc<Clerk>,
-    candidates: Vec<String>,
+/// Every object of an offset-paged list (`GET /organizations`, `/organization_memberships`),
+/// read through the webhook path as `event_type`, page by page.
+async fn list_offset_paged(
+    clerk: &Clerk,
+    path: &str,
+    event_type: &str,
+    unit: &'static str,
+    options: &Options,
     progress: &Progress,
-) -> Result<Vec<String>, RunError> {
+) -> Result<Vec<Planned>, RunError> {
+    let mut planned = Vec::new();
+    let mut offset = 0;
+    loop {
+        let page = clerk.offset_page(path, &[], options.limit, offset).await?;
+        if offset == 0 {
+            progress.stage(unit, Some(page.total_count));
+        }
+        let objects = plan_objects(&page.data, event_type, options.plan, &format!("GET {path} at offset {offset}"))?;
+        let received = objects.len();
+        planned.extend(objects);
+        offset += received as u64;
+        progress.advance(received as u64);
+        if page.is_last(offset, received) {
+            return Ok(planned);
+        }
+    }
+}
+
+/// Listed users or organizations: each is taken out of `table`, and kept as a write when the
+/// table lacks it or holds it at an older version.
+fn sort_listed(listed: Vec<Planned>, table: &mut HashMap<String, Stored>, drift: &mut Drift) -> Writes {
+    let mut writes = Writes::default();
+    sort_into(listed, table, &mut HashSet::new(), drift, &mut writes);
+    writes
+}
+
+fn sort_into(
+    listed: Vec<Planned>,
+    table: &mut HashMap<String, Stored>,
+    seen: &mut HashSet<String>,
+    drift: &mut Drift,
+    writes: &mut Writes,
+) {
+    for object in listed {
+        // Offset and cursor paging are no snapshot: an object can come twice.
+        if !seen.insert(object.id.clone()) {
+            continue;
+        }
+        match table.remove(&object.id) {
+            None => writes.missing.push(object),
+            Some(stored) if stored.deleted => {
+                // Kept in the map would make it a candidate: put back as a tombstone, which is never one.
+                table.insert(object.id, stored);
+                drift.tombstoned_but_listed += 1;
+            }
+            Some(stored) if stored.version < object.write.version() => writes.outdated.push(object),
+            Some(_) => {}
+        }
+    }
+    drift.clerk = seen.len();
+}
+
+/// Listed memberships: each takes its slot (organization, user) out of `table`, and is kept as
+/// a write when the table lacks it, holds another membership there (the rule then decides which
+/// is later), or holds it at an older version.
+fn sort_memberships(
+    listed: Vec<Planned>,
+    table: &mut HashMap<(String, String), StoredMembership>,
+    drift: &mut Drift,
+) -> Writes {
+    let mut writes = Writes::default();
+    let mut seen = HashSet::new();
+    for object in listed {
+        let Write::PutMembership(item) = &object.write else { continue };
+        if !seen.insert(item.id.clone()) {
+            continue;
+        }
+        match table.remove(&(item.organization_id.clone(), item.user_id.clone())) {
+            None => writes.missing.push(object),
+            Some(stored) if stored.id != item.id => writes.outdated.push(object),
+            // Its deletion beats its updates: a write would be stale.
+            Some(stored) if stored.deleted => drift.tombstoned_but_listed += 1,
+            Some(stored) if stored.version < item.version => writes.outdated.push(object),
+            Some(_) => {}
+        }
+    }
+    drift.clerk = seen.len();
+    writes
+}
+
+/// The candidates Clerk confirms are gone: `check` answers whether Clerk still has one.
+async fn confirm_gone<K, F, Fut>(candidates: Vec<K>, check: F, progress: &Progress) -> Result<Vec<K>, RunError>
+where
+    K: Ord + Send + 'static,
+    F: Fn(K) -> Fut,
+    Fut: Future<Output = Result<(Found, K), RunError>> + Send + 'static,
+{
     let mut pending = candidates.into_iter();
-    let mut running: JoinSet<Result<(String, Found), RunError>> = JoinSet::new();
+    let mut running: JoinSet<Result<(Found, K), RunError>> = JoinSet::new();
     let mut gone = Vec::new();
     loop {
         while running.len() < CONFIRM_CONCURRENCY {
-            let Some(id) = pending.next() else { break };
-            let clerk = clerk.clone();
-            running.spawn(async move {
-                let found = clerk.user_exists(&id).await?;
-                Ok((id, found))
-            });
+            let Some(candidate) = pending.next() else { break };
+            running.spawn(check(candidate));
         }
         let Some(joined) = running.join_next().await else {
             gone.sort();
             return Ok(gone);
         };
         match joined {
-            Ok(Ok((id, Found::NotFound))) => gone.push(id),
-            Ok(Ok((_, Found::Exists))) => {}
+            Ok(Ok((Found::NotFound, candidate))) => gone.push(candidate),
+            Ok(Ok((Found::Exists, _))) => {}
             Ok(Err(e)) => return Err(e),
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }

@@ -115,6 +115,7 @@ pub struct Tally {
     pub user_deleted: u64,
     pub organization_deleted: u64,
     pub sessions_removed: u64,
+    pub memberships_removed: u64,
 }
 
 impl Tally {
@@ -127,6 +128,7 @@ impl Tally {
             Verdict::OrganizationDeleted => self.organization_deleted += 1,
         }
         self.sessions_removed += applied.sessions_removed as u64;
+        self.memberships_removed += applied.memberships_removed as u64;
     }
 
     pub fn verdicts(&self) -> String {

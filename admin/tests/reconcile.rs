@@ -7,7 +7,7 @@ mod support;
 
 use common::TestTable;
 use serde_json::{Value, json};
-use support::{Admin, FakeClerk, Fault, Target, session, user, user_id, user_items, users};
+use support::{Admin, FakeClerk, Fault, Target, membership, organization, session, user, user_id, user_items, users};
 
 const FAST: &str = "--rate=100000";
 
@@ -127,4 +127,315 @@ async fn a_404_that_is_not_clerks_tombstones_nothing() {
     assert_eq!(run.code, Some(1), "{run}");
     assert!(run.stderr.contains(&format!("Clerk answered 404 Not Found to GET /users/{}", user_id(6))), "{run}");
     assert_eq!(table.items().await, before);
+}
+
+// Organizations and memberships (`--organizations`).
+
+fn organization_id(i: usize) -> String {
+    format!("org_{i}fake")
+}
+
+fn membership_id(i: usize) -> String {
+    format!("orgmem_{i}fake")
+}
+
+/// User `i`'s membership of organization `i % 3`, with its own id.
+fn member(id: usize, i: usize, updated_at: i64) -> Value {
+    membership(&membership_id(id), &organization_id(i % 3), &user_id(i), updated_at)
+}
+
+/// Six users, three organizations and six memberships (user `i` in organization `i % 3`), in
+/// Clerk and (through a backfill) in the table.
+async fn organizations_in_sync() -> (FakeClerk, TestTable, Admin) {
+    let clerk = FakeClerk::start(users(6), vec![]).await;
+    let organizations = (0..3).map(|i| organization(&organization_id(i), 1_700_000_400_000 + i as i64)).collect();
+    let memberships = (0..6).map(|i| member(i, i, 1_700_000_500_000 + i as i64)).collect();
+    clerk.set_organizations(organizations, memberships);
+    let table = TestTable::create().await;
+    let admin = Admin::new(&clerk, &table);
+    let backfill = admin.run(&["backfill", "--organizations", FAST]).await;
+    assert_eq!(backfill.code, Some(0), "{backfill}");
+    assert_eq!(table.items().await.len(), 6 + 3 + 6 * 2);
+    (clerk, table, admin)
+}
+
+/// Both items of user `i`'s membership of organization `i % 3`: under the organization, under the user.
+async fn membership_items(table: &TestTable, i: usize) -> [Option<Value>; 2] {
+    let (organization, user) = (organization_id(i % 3), user_id(i));
+    [
+        table.item(&format!("ORG#{organization}"), &format!("MEMBER#{user}")).await,
+        table.item(&format!("USER#{user}"), &format!("ORG#{organization}")).await,
+    ]
+}
+
+async fn organization_item(table: &TestTable, i: usize) -> Value {
+    table.item(&format!("ORG#{}", organization_id(i)), "ORG").await.expect("the organization item")
+}
+
+fn requests_under(clerk: &FakeClerk, prefix: &str) -> usize {
+    clerk.received().iter().filter(|r| r.path.starts_with(prefix)).count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_organization_deleted_in_clerk_is_tombstoned_and_its_memberships_removed() {
+    let (clerk, table, admin) = organizations_in_sync().await;
+    clerk.delete_organization(&organization_id(1));
+    let run = admin.run(&["reconcile", "--organizations", FAST]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+
+    let tombstone = organization_item(&table, 1).await;
+    assert!(is_tombstone(&tombstone), "{tombstone}");
+    for i in [1, 4] {
+        assert_eq!(membership_items(&table, i).await, [None, None], "membership {i} of the deleted organization");
+    }
+    for i in [0, 2, 3, 5] {
+        let [under_organization, under_user] = membership_items(&table, i).await;
+        assert!(under_organization.unwrap().get("deleted").is_none() && under_user.unwrap().get("deleted").is_none());
+        assert!(organization_item(&table, i % 3).await.get("deleted").is_none());
+    }
+    assert_eq!(run.figure("organizations deleted_in_clerk:", "found"), 1, "{run}");
+    assert_eq!(run.figure("organizations deleted_in_clerk:", "tombstoned"), 1, "{run}");
+    assert_eq!(run.figure("organizations deleted_in_clerk:", "memberships_removed"), 2, "{run}");
+    assert_eq!(run.figure("memberships deleted_in_clerk:", "found"), 0, "its tombstone removes them: {run}");
+    assert_eq!(clerk.requests_to(&format!("/organizations/{}", organization_id(1))), 1, "confirmed by id");
+    assert_eq!(requests_under(&clerk, &format!("/organizations/{}/", organization_id(1))), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_membership_gone_from_clerk_is_tombstoned_on_both_items_and_the_organization_stays() {
+    let (clerk, table, admin) = organizations_in_sync().await;
+    let before = membership_items(&table, 4).await[0].clone().unwrap();
+    clerk.delete_membership(&membership_id(4));
+    let run = admin.run(&["reconcile", "--organizations", FAST]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+
+    for item in membership_items(&table, 4).await {
+        let item = item.expect("both items stay, as tombstones");
+        let mut attributes: Vec<&str> = item.as_object().unwrap().keys().map(String::as_str).collect();
+        attributes.sort();
+        assert_eq!(attributes, ["created_at", "deleted", "id", "organization_id", "pk", "sk", "user_id", "version"]);
+        assert_eq!(item["deleted"], json!(true));
+        assert_eq!((&item["id"], &item["created_at"]), (&before["id"], &before["created_at"]));
+        assert_eq!((&item["organization_id"], &item["user_id"]), (&json!(organization_id(1)), &json!(user_id(4))));
+    }
+    assert!(organization_item(&table, 1).await.get("deleted").is_none());
+    let [other, _] = membership_items(&table, 1).await;
+    assert!(other.unwrap().get("deleted").is_none(), "the organization's other member stays");
+    assert_eq!(run.figure("memberships deleted_in_clerk:", "found"), 1, "{run}");
+    assert_eq!(run.figure("memberships deleted_in_clerk:", "tombstoned"), 1, "{run}");
+    let confirmed: Vec<_> = clerk
+        .received()
+        .into_iter()
+        .filter(|r| r.path == format!("/organizations/{}/memberships", organization_id(1)))
+        .collect();
+    assert_eq!(confirmed.len(), 1, "{confirmed:?}");
+    assert_eq!(confirmed[0].query.get("user_id"), Some(&user_id(4)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn organizations_and_memberships_missing_from_the_table_are_written() {
+    let (clerk, table, admin) = organizations_in_sync().await;
+    clerk.put_organization(organization(&organization_id(3), 1_700_000_600_000));
+    clerk.put_membership(membership(&membership_id(6), &organization_id(3), &user_id(0), 1_700_000_600_100));
+    // User 0 joins a second organization.
+    clerk.put_membership(membership(&membership_id(7), &organization_id(1), &user_id(0), 1_700_000_600_200));
+    let run = admin.run(&["reconcile", "--organizations", FAST]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert_eq!(run.figure("organizations missing:", "found"), 1, "{run}");
+    assert_eq!(run.figure("organizations missing:", "applied"), 1, "{run}");
+    assert_eq!(run.figure("memberships missing:", "found"), 2, "{run}");
+    assert_eq!(run.figure("memberships missing:", "applied"), 2, "{run}");
+    assert!(organization_item(&table, 3).await.get("deleted").is_none());
+    for (organization, id) in [(3, 6), (1, 7)] {
+        let (organization, user) = (organization_id(organization), user_id(0));
+        let under_organization = table.item(&format!("ORG#{organization}"), &format!("MEMBER#{user}")).await;
+        let under_user = table.item(&format!("USER#{user}"), &format!("ORG#{organization}")).await;
+        assert_eq!(under_organization.unwrap()["id"], json!(membership_id(id)));
+        assert_eq!(under_user.unwrap()["id"], json!(membership_id(id)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outdated_organizations_and_replaced_memberships_are_written() {
+    let (clerk, table, admin) = organizations_in_sync().await;
+    clerk.put_organization(organization(&organization_id(0), 1_800_000_000_000));
+    // User 3's membership updated; user 1 left organization 1 and joined again (a new membership).
+    clerk.put_membership(member(3, 3, 1_800_000_000_100));
+    clerk.put_membership(member(10, 1, 1_800_000_000_200));
+    let run = admin.run(&["reconcile", "--organizations", FAST]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert_eq!(run.figure("organizations outdated:", "applied"), 1, "{run}");
+    assert_eq!(run.figure("memberships outdated:", "found"), 2, "{run}");
+    assert_eq!(run.figure("memberships outdated:", "applied"), 2, "{run}");
+    assert_eq!(run.figure("memberships deleted_in_clerk:", "found"), 0, "{run}");
+    assert_eq!(organization_item(&table, 0).await["version"], json!(1_800_000_000_000_i64));
+    for item in membership_items(&table, 3).await {
+        assert_eq!(item.unwrap()["version"], json!(1_800_000_000_100_i64));
+    }
+    for item in membership_items(&table, 1).await {
+        let item = item.unwrap();
+        assert_eq!((&item["id"], item.get("deleted")), (&json!(membership_id(10)), None), "{item}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_organization_still_found_by_id_is_left_alone_with_its_memberships() {
+    let (clerk, table, admin) = organizations_in_sync().await;
+    // Created while the lists were read, say: missing from them, found by id.
+    for id in [organization_id(2), membership_id(2), membership_id(5)] {
+        clerk.unlist(&id);
+    }
+    let before = table.items().await;
+    let run = admin.run(&["reconcile", "--organizations", FAST]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert_eq!(table.items().await, before);
+    assert_eq!(run.figure("organizations still_in_clerk", "still_in_clerk"), 1, "{run}");
+    assert_eq!(run.figure("memberships still_in_clerk", "still_in_clerk"), 2, "{run}");
+    assert_eq!(run.figure("organizations deleted_in_clerk:", "found"), 0, "{run}");
+    assert_eq!(clerk.requests_to(&format!("/organizations/{}/memberships", organization_id(2))), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_membership_still_found_by_its_organization_is_left_alone() {
+    let (clerk, table, admin) = organizations_in_sync().await;
+    clerk.unlist(&membership_id(0));
+    let before = table.items().await;
+    let run = admin.run(&["reconcile", "--organizations", FAST]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert_eq!(table.items().await, before);
+    assert_eq!(run.figure("memberships still_in_clerk", "still_in_clerk"), 1, "{run}");
+    assert_eq!(run.figure("memberships deleted_in_clerk:", "found"), 0, "{run}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memberships_of_a_user_deleted_in_clerk_go_with_the_user() {
+    let (clerk, table, admin) = organizations_in_sync().await;
+    clerk.delete_user(&user_id(4));
+    let run = admin.run(&["reconcile", "--organizations", FAST]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(is_tombstone(&user_items(&table).await[&user_id(4)]));
+    assert_eq!(membership_items(&table, 4).await, [None, None]);
+    assert_eq!(run.figure("deleted_in_clerk:", "memberships_removed"), 1, "{run}");
+    assert_eq!(run.figure("memberships deleted_in_clerk:", "found"), 0, "the user's tombstone removes it: {run}");
+    assert_eq!(requests_under(&clerk, "/organizations/"), 0, "{:?}", clerk.received());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_deletion_guard_counts_organizations_and_memberships() {
+    let (clerk, table, admin) = organizations_in_sync().await;
+    clerk.delete_user(&user_id(5)); // its membership goes with it, and is not counted apart
+    clerk.delete_organization(&organization_id(0)); // so do its memberships
+    clerk.delete_membership(&membership_id(4));
+    let before = table.items().await;
+    let run = admin.run(&["reconcile", "--organizations", "--max-deletions=2", FAST]).await;
+    assert_eq!(run.code, Some(3), "{run}");
+    let refusal = "refusing to tombstone 1 user, 1 organization and 1 membership (3 in all): more than \
+                   --max-deletions 2";
+    assert!(run.stderr.contains(refusal), "{run}");
+    assert!(run.stdout.starts_with("reconcile refused: nothing written"), "{run}");
+    assert_eq!(table.items().await, before);
+    assert_eq!(requests_under(&clerk, "/users/user_") + requests_under(&clerk, "/organizations/"), 0);
+
+    let allowed = admin.run(&["reconcile", "--organizations", "--max-deletions=3", FAST]).await;
+    assert_eq!(allowed.code, Some(0), "{allowed}");
+    assert_eq!(allowed.figure("deleted_in_clerk:", "tombstoned"), 1, "{allowed}");
+    assert_eq!(allowed.figure("organizations deleted_in_clerk:", "tombstoned"), 1, "{allowed}");
+    assert_eq!(allowed.figure("memberships deleted_in_clerk:", "tombstoned"), 1, "{allowed}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_deletion_guard_counts_memberships_confirmed_after_their_organization() {
+    let (clerk, table, admin) = organizations_in_sync().await;
+    // The organization is missing from the list but found by id; both its memberships are gone.
+    clerk.unlist(&organization_id(2));
+    clerk.delete_membership(&membership_id(2));
+    clerk.delete_membership(&membership_id(5));
+    let before = table.items().await;
+    let run = admin.run(&["reconcile", "--organizations", "--max-deletions=1", FAST]).await;
+    assert_eq!(run.code, Some(3), "{run}");
+    assert!(
+        run.stderr.contains("refusing to tombstone 0 users, 0 organizations and 2 memberships (2 in all)"),
+        "{run}"
+    );
+    assert_eq!(table.items().await, before);
+
+    let allowed = admin.run(&["reconcile", "--organizations", "--max-deletions=2", FAST]).await;
+    assert_eq!(allowed.code, Some(0), "{allowed}");
+    assert_eq!(allowed.figure("memberships deleted_in_clerk:", "tombstoned"), 2, "{allowed}");
+    assert!(organization_item(&table, 2).await.get("deleted").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_the_organizations_flag_organizations_and_memberships_are_left_alone() {
+    let (clerk, table, admin) = organizations_in_sync().await;
+    clerk.delete_organization(&organization_id(0));
+    clerk.delete_membership(&membership_id(4));
+    clerk.put_organization(organization(&organization_id(3), 1_700_000_600_000));
+    let before = table.items().await;
+    let backfill_requests = clerk.received().len();
+    let run = admin.run(&["reconcile", FAST]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert_eq!(table.items().await, before);
+    let requests = clerk.received().split_off(backfill_requests);
+    assert!(requests.iter().all(|r| r.path.starts_with("/users")), "{requests:?}");
+    assert!(!run.stdout.contains("organizations") && !run.stdout.contains("memberships "), "{run}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_with_organizations_reports_their_drift_and_writes_nothing() {
+    let (clerk, table, admin) = organizations_in_sync().await;
+    clerk.delete_organization(&organization_id(0));
+    clerk.delete_membership(&membership_id(4));
+    clerk.put_organization(organization(&organization_id(3), 1_700_000_600_000));
+    let before = table.items().await;
+    let run = admin.run(&["reconcile", "--organizations", "--dry-run", FAST]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.stdout.starts_with("reconcile dry run complete: nothing written"), "{run}");
+    assert_eq!(table.items().await, before);
+    assert_eq!(run.figure("organizations missing:", "found"), 1, "{run}");
+    assert_eq!(run.figure("organizations deleted_in_clerk:", "found"), 1, "{run}");
+    assert_eq!(run.figure("memberships deleted_in_clerk:", "found"), 1, "{run}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_404_that_is_not_clerks_tombstones_no_organization() {
+    let (clerk, table, admin) = organizations_in_sync().await;
+    clerk.delete_organization(&organization_id(1));
+    clerk.fail(Target::OrganizationById, Fault::Answer(404, "<html>not found</html>".into()), None);
+    let before = table.items().await;
+    let run = admin.run(&["reconcile", "--organizations", FAST]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    let refused = format!("Clerk answered 404 Not Found to GET /organizations/{}", organization_id(1));
+    assert!(run.stderr.contains(&refused), "{run}");
+    assert_eq!(table.items().await, before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_404_that_is_not_clerks_tombstones_no_membership() {
+    let (clerk, table, admin) = organizations_in_sync().await;
+    clerk.delete_membership(&membership_id(4));
+    clerk.fail(Target::MembershipsOfOrganization, Fault::Answer(404, "<html>not found</html>".into()), None);
+    let before = table.items().await;
+    let run = admin.run(&["reconcile", "--organizations", FAST]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    let refused = format!("Clerk answered 404 Not Found to GET /organizations/{}/memberships", organization_id(1));
+    assert!(run.stderr.contains(&refused), "{run}");
+    assert_eq!(table.items().await, before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_who_left_and_joined_again_gets_the_new_membership_over_the_tombstone() {
+    let (clerk, table, admin) = organizations_in_sync().await;
+    clerk.delete_membership(&membership_id(4));
+    let left = admin.run(&["reconcile", "--organizations", FAST]).await;
+    assert_eq!(left.figure("memberships deleted_in_clerk:", "tombstoned"), 1, "{left}");
+    // The same user joins the same organization again: a new membership, created later.
+    clerk.put_membership(member(11, 4, 1_700_000_700_000));
+    let joined = admin.run(&["reconcile", "--organizations", FAST]).await;
+    assert_eq!(joined.code, Some(0), "{joined}");
+    assert_eq!(joined.figure("memberships outdated:", "applied"), 1, "{joined}");
+    for item in membership_items(&table, 4).await {
+        let item = item.unwrap();
+        assert_eq!((&item["id"], item.get("deleted")), (&json!(membership_id(11)), None), "{item}");
+    }
 }

@@ -76,6 +76,10 @@ pub enum Target {
     AnyUsersPage,
     Sessions,
     UserById,
+    /// `GET /organizations/{id}`.
+    OrganizationById,
+    /// `GET /organizations/{id}/memberships`.
+    MembershipsOfOrganization,
 }
 
 #[derive(Clone, Debug)]
@@ -107,7 +111,8 @@ pub struct Received {
 struct State {
     /// In creation order.
     users: Vec<Value>,
-    /// Found by id, but missing from lists (as if created while a list was being read).
+    /// Users, organizations and memberships found by id, but missing from lists (as if created
+    /// while a list was being read).
     unlisted: HashSet<String>,
     sessions: BTreeMap<String, Vec<Value>>,
     organizations: Vec<Value>,
@@ -179,16 +184,55 @@ impl FakeClerk {
         }
     }
 
-    /// Deletes a user (and their sessions) from Clerk.
+    /// Deletes a user (and their sessions and memberships) from Clerk.
     pub fn delete_user(&self, id: &str) {
         let mut state = self.state.lock().unwrap();
         state.users.retain(|user| user["id"] != id);
         state.sessions.remove(id);
+        state.memberships.retain(|membership| membership["public_user_data"]["user_id"] != id);
     }
 
     /// Keeps a user out of lists while `GET /users/{id}` still finds them.
     pub fn unlist_user(&self, id: &str) {
+        self.unlist(id);
+    }
+
+    /// Keeps a user, organization or membership out of lists while reads by id still find it.
+    pub fn unlist(&self, id: &str) {
         self.state.lock().unwrap().unlisted.insert(id.to_owned());
+    }
+
+    /// Creates or updates an organization in Clerk.
+    pub fn put_organization(&self, organization: Value) {
+        let mut state = self.state.lock().unwrap();
+        match state.organizations.iter_mut().find(|o| o["id"] == organization["id"]) {
+            Some(existing) => *existing = organization,
+            None => state.organizations.push(organization),
+        }
+    }
+
+    /// Deletes an organization, and its memberships, from Clerk.
+    pub fn delete_organization(&self, id: &str) {
+        let mut state = self.state.lock().unwrap();
+        state.organizations.retain(|organization| organization["id"] != id);
+        state.memberships.retain(|membership| membership["organization"]["id"] != id);
+    }
+
+    /// Creates or updates a membership in Clerk; a new membership of the same user and
+    /// organization (they left and joined again) replaces the earlier one.
+    pub fn put_membership(&self, membership: Value) {
+        let mut state = self.state.lock().unwrap();
+        let slot = |m: &Value| (m["organization"]["id"].clone(), m["public_user_data"]["user_id"].clone());
+        state.memberships.retain(|m| m["id"] == membership["id"] || slot(m) != slot(&membership));
+        match state.memberships.iter_mut().find(|m| m["id"] == membership["id"]) {
+            Some(existing) => *existing = membership,
+            None => state.memberships.push(membership),
+        }
+    }
+
+    /// Deletes a membership from Clerk (the user left the organization).
+    pub fn delete_membership(&self, id: &str) {
+        self.state.lock().unwrap().memberships.retain(|membership| membership["id"] != id);
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -239,6 +283,8 @@ async fn answer(state: Arc<Mutex<State>>, request: Request<Incoming>) -> Result<
         "/users" => Some(Target::UsersPage(query.get("starting_after").cloned())),
         "/sessions" => Some(Target::Sessions),
         p if p.starts_with("/users/") && p != "/users/count" => Some(Target::UserById),
+        p if p.starts_with("/organizations/") && p.ends_with("/memberships") => Some(Target::MembershipsOfOrganization),
+        p if p.starts_with("/organizations/") => Some(Target::OrganizationById),
         _ => None,
     };
     if let Some(target) = target {
@@ -266,6 +312,9 @@ async fn answer(state: Arc<Mutex<State>>, request: Request<Incoming>) -> Result<
     }
     let listed: Vec<&Value> =
         state.users.iter().filter(|u| !state.unlisted.contains(u["id"].as_str().unwrap())).collect();
+    let listed_only = |all: &[Value]| -> Vec<Value> {
+        all.iter().filter(|o| !state.unlisted.contains(o["id"].as_str().unwrap())).cloned().collect()
+    };
     let number = |name: &str, default: usize| query.get(name).and_then(|v| v.parse().ok()).unwrap_or(default);
     let offset_page = |all: &[Value]| {
         let page: Vec<&Value> = all.iter().skip(number("offset", 0)).take(number("limit", 10)).collect();
@@ -294,8 +343,29 @@ async fn answer(state: Arc<Mutex<State>>, request: Request<Incoming>) -> Result<
             }
             offset_page(state.sessions.get(user_id).map(Vec::as_slice).unwrap_or_default())
         }
-        "/organizations" => offset_page(&state.organizations),
-        "/organization_memberships" => offset_page(&state.memberships),
+        "/organizations" => offset_page(&listed_only(&state.organizations)),
+        "/organization_memberships" => offset_page(&listed_only(&state.memberships)),
+        p if p.starts_with("/organizations/") => {
+            let rest = p.strip_prefix("/organizations/").unwrap();
+            let (organization_id, memberships) = match rest.strip_suffix("/memberships") {
+                Some(id) => (id, true),
+                None => (rest, false),
+            };
+            let Some(organization) = state.organizations.iter().find(|o| o["id"] == organization_id) else {
+                return Ok(clerk_error(404, "resource_not_found"));
+            };
+            if !memberships {
+                return Ok(json_answer(200, organization));
+            }
+            let of_organization: Vec<Value> = state
+                .memberships
+                .iter()
+                .filter(|m| m["organization"]["id"] == organization_id)
+                .filter(|m| query.get("user_id").is_none_or(|u| m["public_user_data"]["user_id"] == u.as_str()))
+                .cloned()
+                .collect();
+            offset_page(&of_organization)
+        }
         p => match p.strip_prefix("/users/").and_then(|id| state.users.iter().find(|u| u["id"] == id)) {
             Some(user) => json_answer(200, user),
             None => clerk_error(404, "resource_not_found"),
