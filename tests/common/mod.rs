@@ -176,6 +176,25 @@ impl TestTable {
         App::new(self.config(store_clerk_data), self.store())
     }
 
+    /// The function on this table with a DynamoDB client that waits as long as it takes: for load
+    /// tests, where the local DynamoDB API serving one request at a time queues 64 requests in flight
+    /// for longer than the production per-attempt timeout. Timeouts themselves are tested in faults.rs.
+    pub fn app_patient(&self) -> App {
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(required_env("CLERK_SYNC_DYNAMODB_ENDPOINT"))
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("local", "local", None, None, "clerk-sync-tests"))
+            .timeout_config(
+                aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(std::time::Duration::from_secs(30))
+                    .build(),
+            )
+            .retry_config(store::retry_config())
+            .build();
+        App::new(self.config(true), Store::new(Client::from_conf(config), &self.name))
+    }
+
     /// The function on this table, its DynamoDB client going through `endpoint` (a proxy).
     pub fn app_via(&self, endpoint: &str) -> App {
         App::new(self.config(true), Store::new(client_for(endpoint), &self.name))
