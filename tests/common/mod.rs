@@ -48,12 +48,17 @@ pub fn local_secret() -> String {
 
 /// A DynamoDB client for `endpoint` with the production timeouts and retries.
 pub fn client_for(endpoint: &str) -> Client {
+    client_with(endpoint, store::timeout_config())
+}
+
+/// A DynamoDB client for `endpoint` with the production retries and `timeouts`.
+fn client_with(endpoint: &str, timeouts: aws_sdk_dynamodb::config::timeout::TimeoutConfig) -> Client {
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("local", "local", None, None, "clerk-sync-tests"))
-        .timeout_config(store::timeout_config())
+        .timeout_config(timeouts)
         .retry_config(store::retry_config())
         .build();
     Client::from_conf(config)
@@ -180,19 +185,11 @@ impl TestTable {
     /// tests, where the local DynamoDB API serving one request at a time queues 64 requests in flight
     /// for longer than the production per-attempt timeout. Timeouts themselves are tested in faults.rs.
     pub fn app_patient(&self) -> App {
-        let config = aws_sdk_dynamodb::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(required_env("CLERK_SYNC_DYNAMODB_ENDPOINT"))
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("local", "local", None, None, "clerk-sync-tests"))
-            .timeout_config(
-                aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
-                    .operation_attempt_timeout(std::time::Duration::from_secs(30))
-                    .build(),
-            )
-            .retry_config(store::retry_config())
+        let timeouts = aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+            .operation_attempt_timeout(std::time::Duration::from_secs(30))
             .build();
-        App::new(self.config(true), Store::new(Client::from_conf(config), &self.name))
+        let client = client_with(&required_env("CLERK_SYNC_DYNAMODB_ENDPOINT"), timeouts);
+        App::new(self.config(true), Store::new(client, &self.name))
     }
 
     /// The function on this table, its DynamoDB client going through `endpoint` (a proxy).
