@@ -51,6 +51,15 @@ pub fn client_for(endpoint: &str) -> Client {
     client_with(endpoint, store::timeout_config())
 }
 
+/// A client that waits as long as the local DynamoDB API's queue takes (one request at a time),
+/// for load and for reading whole tables back; the production timeouts are tested in faults.rs.
+fn patient_client() -> Client {
+    let timeouts = aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(std::time::Duration::from_secs(30))
+        .build();
+    client_with(&required_env("CLERK_SYNC_DYNAMODB_ENDPOINT"), timeouts)
+}
+
 /// A DynamoDB client for `endpoint` with the production retries and `timeouts`.
 fn client_with(endpoint: &str, timeouts: aws_sdk_dynamodb::config::timeout::TimeoutConfig) -> Client {
     let config = aws_sdk_dynamodb::Config::builder()
@@ -185,11 +194,7 @@ impl TestTable {
     /// tests, where the local DynamoDB API serving one request at a time queues 64 requests in flight
     /// for longer than the production per-attempt timeout. Timeouts themselves are tested in faults.rs.
     pub fn app_patient(&self) -> App {
-        let timeouts = aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
-            .operation_attempt_timeout(std::time::Duration::from_secs(30))
-            .build();
-        let client = client_with(&required_env("CLERK_SYNC_DYNAMODB_ENDPOINT"), timeouts);
-        App::new(self.config(true), Store::new(client, &self.name))
+        App::new(self.config(true), Store::new(patient_client(), &self.name))
     }
 
     /// The function on this table, its DynamoDB client going through `endpoint` (a proxy).
@@ -208,7 +213,7 @@ impl TestTable {
     /// Every item, as plain JSON, keyed by (pk, sk).
     pub async fn items(&self) -> BTreeMap<(String, String), Value> {
         let mut items = BTreeMap::new();
-        let mut pages = self.client.scan().table_name(&self.name).into_paginator().items().send();
+        let mut pages = patient_client().scan().table_name(&self.name).into_paginator().items().send();
         while let Some(item) = pages.next().await {
             let item: Value = serde_dynamo::aws_sdk_dynamodb_1::from_item(item.unwrap()).unwrap();
             let key = (item["pk"].as_str().unwrap().to_owned(), item["sk"].as_str().unwrap().to_owned());
