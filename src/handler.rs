@@ -15,6 +15,7 @@ use crate::event::{self, EventKind};
 use crate::plan::{self, Options};
 use crate::rules::Verdict;
 use crate::store::{Applied, Store};
+use crate::tls::Trust;
 use crate::verify::{Unverified, Verifier};
 
 /// The route Clerk is pointed at.
@@ -44,11 +45,18 @@ impl App {
 
     /// Builds the DynamoDB client from the environment (see [`Store::connect`]) and warms it up.
     pub async fn connect(config: Config) -> Self {
-        let store = Store::connect(config.table_name.clone()).await;
+        let trust = Trust::from_env();
+        let store = Store::connect(config.table_name.clone(), trust).await;
         let started = std::time::Instant::now();
         match store.warm_up().await {
-            Ok(()) => tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "DynamoDB client warmed up"),
-            Err(e) => tracing::warn!(error = %e, "DynamoDB warm-up failed; deliveries will retry"),
+            Ok(()) => tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                tls_roots = trust.name(),
+                "DynamoDB client warmed up"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, tls_roots = trust.name(), "DynamoDB warm-up failed; deliveries will retry")
+            }
         }
         Self::new(config, store)
     }

@@ -6,7 +6,8 @@
 //! 2. [`verify`]: the Standard Webhooks signature over the raw body.
 //! 3. [`event`]: the verified body read as a Clerk event.
 //! 4. [`plan`]: the item the event writes (pure), under the convergence [`rules`].
-//! 5. [`store`]: one conditional DynamoDB request that enforces those rules.
+//! 5. [`store`]: one conditional DynamoDB request that enforces those rules; its client trusts the
+//!    roots [`tls`] chooses at init.
 
 pub mod config;
 pub mod event;
@@ -14,4 +15,5 @@ pub mod handler;
 pub mod plan;
 pub mod rules;
 pub mod store;
+pub mod tls;
 pub mod verify;

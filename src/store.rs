@@ -22,6 +22,7 @@ use tracing::warn;
 
 use crate::plan::{self, MembershipItem, SessionItem, Tombstone, Write};
 use crate::rules::{self, MembershipState, Stored, Verdict, condition};
+use crate::tls::{self, Trust};
 
 /// DynamoDB's BatchWriteItem limit.
 const BATCH_SIZE: usize = 25;
@@ -99,9 +100,11 @@ impl Store {
     }
 
     /// A store on the standard AWS configuration chain (region, credentials, and
-    /// `AWS_ENDPOINT_URL` for a local DynamoDB), with this module's timeouts and retries.
-    pub async fn connect(table: impl Into<String>) -> Self {
+    /// `AWS_ENDPOINT_URL` for a local DynamoDB), with this module's timeouts and retries, and the
+    /// roots `trust` names (see [`crate::tls`]).
+    pub async fn connect(table: impl Into<String>, trust: Trust) -> Self {
         let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(tls::https_client(trust))
             .timeout_config(timeout_config())
             .retry_config(retry_config())
             .load()
