@@ -10,9 +10,11 @@ Then WARM invocations, one after another: the median and p99 latency (event hand
 response received), the process CPU time per event (utime + stime from /proc), and the peak
 resident memory (VmHWM).
 
-With --dynamodb URL it also times one DynamoDB round trip (a PutItem of an item the size of the
-function's, over a new connection), which the floor adds to its cold start: a hello-world binary
-does no I/O, clerk-sync's first invocation must write.
+With --dynamodb URL it also times one DynamoDB round trip, which the floor adds to its cold start:
+a hello-world binary does no I/O, clerk-sync's first invocation must write. The round trip is the
+function's own first write (a conditional PutItem of the user item), captured through a
+forwarding endpoint in one untimed cold start and replayed over a new connection, as on a cold
+start. The init warm-up (DescribeTable) is captured and replayed the same way, and reported apart.
 
 Usage:
   coldstart.py --binary PATH [--floor PATH] [--dynamodb URL] [--runs N] [--warm N] [--env K=V ...]
@@ -196,31 +198,81 @@ def measure(binary, env, runs, warm, secret):
     return result
 
 
-def dynamodb_round_trip(url, table, samples=20):
-    """Median time of one PutItem over a new connection, of an item the size of the user item
-    the function writes (the sample user.updated's data, as one string attribute)."""
+class Recorder(http.server.ThreadingHTTPServer):
+    """A DynamoDB endpoint that forwards every request to the real one and keeps a copy: how the
+    requests the function sends are captured, to be replayed by `round_trip`."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream):
+        super().__init__(("127.0.0.1", 0), Forward)
+        self.upstream = upstream.removeprefix("http://")
+        self.requests = []
+
+
+class Forward(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+        self.server.requests.append((self.headers.get("X-Amz-Target", ""), body))
+        connection = http.client.HTTPConnection(self.server.upstream, timeout=10)
+        connection.request("POST", "/", body, headers)
+        response = connection.getresponse()
+        answer = response.read()
+        connection.close()
+        self.send_response(response.status)
+        for name, value in response.getheaders():
+            if name.lower() not in ("content-length", "connection", "transfer-encoding", "date", "server"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+
+def capture(binary, env, dynamodb, secret):
+    """The function's DynamoDB requests over one cold start and its first invocation (untimed):
+    the init warm-up, then the write of the first event."""
+    recorder = Recorder(dynamodb)
+    threading.Thread(target=recorder.serve_forever, daemon=True).start()
+    try:
+        measure(binary, {**env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{recorder.server_address[1]}"}, 1, 0, secret)
+    finally:
+        recorder.shutdown()
+        recorder.server_close()
+    return recorder.requests
+
+
+def round_trip(url, target, body, samples=20):
+    """Median time of one request exactly as the function sent it (`target`, `body`), over a new
+    connection as on a cold start. A written item gets a key of its own per sample, so each
+    replay writes as the first invocation did and leaves the function's items alone."""
     host = url.removeprefix("http://")
-    event = json.loads((ROOT / "events" / "user-updated.json").read_text())
-    data = json.dumps(json.loads(event["body"])["data"])
     times = []
     for n in range(samples):
-        item = {"pk": {"S": f"BENCH#{n}"}, "sk": {"S": "ROUND_TRIP"}, "data": {"S": data}}
-        body = json.dumps({"TableName": table, "Item": item})
+        request = json.loads(body)
+        if "Item" in request:
+            request["Item"]["pk"]["S"] += f"#ROUND_TRIP#{n}#{uuid.uuid4()}"
         headers = {
             "Content-Type": "application/x-amz-json-1.0",
-            "X-Amz-Target": "DynamoDB_20120810.PutItem",
+            "X-Amz-Target": target,
             "Authorization": "AWS4-HMAC-SHA256 Credential=local/20260101/us-east-1/dynamodb/aws4_request, "
             "SignedHeaders=host, Signature=0",
         }
+        payload = json.dumps(request)
         started = time.perf_counter()
         connection = http.client.HTTPConnection(host, timeout=10)
-        connection.request("POST", "/", body, headers)
+        connection.request("POST", "/", payload, headers)
         response = connection.getresponse()
         response.read()
         times.append(time.perf_counter() - started)
         connection.close()
         if response.status != 200:
-            raise SystemExit(f"DynamoDB round trip answered {response.status}")
+            raise SystemExit(f"DynamoDB round trip ({target}) answered {response.status}")
     return round(statistics.median(times) * 1000, 3)
 
 
@@ -240,7 +292,14 @@ def main():
     if args.floor:
         report["floor"] = measure(args.floor, {}, args.runs, args.warm, secret)
     if args.dynamodb:
-        report["dynamodb_round_trip_ms"] = dynamodb_round_trip(args.dynamodb, args.table)
+        requests = capture(args.binary, env, args.dynamodb, secret)
+        targets = [target.rsplit(".", 1)[-1] for target, _ in requests]
+        if targets[:1] != ["DescribeTable"] or len(requests) != 2:
+            raise SystemExit(f"expected the warm-up and one write, the function sent {targets}")
+        (warm_up_target, warm_up), (write_target, write) = requests
+        report["dynamodb_write"] = targets[1]
+        report["dynamodb_round_trip_ms"] = round_trip(args.dynamodb, write_target, write)
+        report["dynamodb_warm_up_round_trip_ms"] = round_trip(args.dynamodb, warm_up_target, warm_up)
     json.dump(report, sys.stdout, indent=2)
     print()
 
