@@ -14,7 +14,8 @@ With --dynamodb URL it also times one DynamoDB round trip, which the floor adds 
 a hello-world binary does no I/O, clerk-sync's first invocation must write. The round trip is the
 function's own first write (a conditional PutItem of the user item), captured through a
 forwarding endpoint in one untimed cold start and replayed over a new connection, as on a cold
-start. The init warm-up (DescribeTable) is captured and replayed the same way, and reported apart.
+start, three times after each timed cold start of the function. The init warm-up (DescribeTable) is
+captured and replayed the same way, and reported apart.
 
 Usage:
   coldstart.py --binary PATH [--floor PATH] [--dynamodb URL] [--runs N] [--warm N] [--env K=V ...]
@@ -133,7 +134,9 @@ def wait_response(api, timeout=30):
     return at, json.loads(body)
 
 
-def measure(binary, env, runs, warm, secret):
+def measure(binary, env, runs, warm, secret, first_version=0, between=None):
+    """RUNS cold starts of `binary`, each followed by WARM invocations. Events carry versions
+    from `first_version` + 1 up; `between`, if given, is called after each run."""
     environment = {
         "PATH": os.environ.get("PATH", ""),
         "AWS_LAMBDA_FUNCTION_NAME": "bench",
@@ -142,7 +145,7 @@ def measure(binary, env, runs, warm, secret):
         "AWS_LAMBDA_LOG_FORMAT": "JSON",
         **env,
     }
-    sequence = 0
+    sequence = first_version
     inits, firsts, colds, warm_latencies, cpu_per_event, rss = [], [], [], [], [], []
     for _ in range(runs):
         # A Runtime API of its own for each process: a killed process's last `next` must not
@@ -179,6 +182,8 @@ def measure(binary, env, runs, warm, secret):
             process.wait()
             api.shutdown()
             api.server_close()
+        if between:
+            between()
     ms = lambda seconds: round(seconds * 1000, 3)  # noqa: E731
     result = {
         "runs": runs,
@@ -236,27 +241,29 @@ class Forward(http.server.BaseHTTPRequestHandler):
 
 def capture(binary, env, dynamodb, secret):
     """The function's DynamoDB requests over one cold start and its first invocation (untimed):
-    the init warm-up, then the write of the first event."""
+    the init warm-up, then the write of the first event. Its event is older than every timed
+    one, so the timed runs still write newer versions."""
     recorder = Recorder(dynamodb)
     threading.Thread(target=recorder.serve_forever, daemon=True).start()
     try:
-        measure(binary, {**env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{recorder.server_address[1]}"}, 1, 0, secret)
+        endpoint = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{recorder.server_address[1]}"}
+        measure(binary, {**env, **endpoint}, 1, 0, secret, first_version=-1000)
     finally:
         recorder.shutdown()
         recorder.server_close()
     return recorder.requests
 
 
-def round_trip(url, target, body, samples=20):
-    """Median time of one request exactly as the function sent it (`target`, `body`), over a new
-    connection as on a cold start. A written item gets a key of its own per sample, so each
-    replay writes as the first invocation did and leaves the function's items alone."""
+def round_trip(url, target, body, samples):
+    """Times of `samples` requests exactly as the function sent them (`target`, `body`), each
+    over a new connection as on a cold start. A written item gets a key of its own per sample,
+    so each replay writes as the first invocation did and leaves the function's items alone."""
     host = url.removeprefix("http://")
     times = []
-    for n in range(samples):
+    for _ in range(samples):
         request = json.loads(body)
         if "Item" in request:
-            request["Item"]["pk"]["S"] += f"#ROUND_TRIP#{n}#{uuid.uuid4()}"
+            request["Item"]["pk"]["S"] += f"#ROUND_TRIP#{uuid.uuid4()}"
         headers = {
             "Content-Type": "application/x-amz-json-1.0",
             "X-Amz-Target": target,
@@ -273,7 +280,7 @@ def round_trip(url, target, body, samples=20):
         connection.close()
         if response.status != 200:
             raise SystemExit(f"DynamoDB round trip ({target}) answered {response.status}")
-    return round(statistics.median(times) * 1000, 3)
+    return times
 
 
 def main():
@@ -288,9 +295,7 @@ def main():
     args = parser.parse_args()
     env = dict(item.split("=", 1) for item in args.env)
     secret = env.get("CLERK_WEBHOOK_SIGNING_SECRET", "")
-    report = {"clerk_sync": measure(args.binary, env, args.runs, args.warm, secret)}
-    if args.floor:
-        report["floor"] = measure(args.floor, {}, args.runs, args.warm, secret)
+    report, between, trips = {}, None, {"write": [], "warm_up": []}
     if args.dynamodb:
         requests = capture(args.binary, env, args.dynamodb, secret)
         targets = [target.rsplit(".", 1)[-1] for target, _ in requests]
@@ -298,8 +303,20 @@ def main():
             raise SystemExit(f"expected the warm-up and one write, the function sent {targets}")
         (warm_up_target, warm_up), (write_target, write) = requests
         report["dynamodb_write"] = targets[1]
-        report["dynamodb_round_trip_ms"] = round_trip(args.dynamodb, write_target, write)
-        report["dynamodb_warm_up_round_trip_ms"] = round_trip(args.dynamodb, warm_up_target, warm_up)
+
+        def between():
+            # Interleaved with the cold starts, so the local server's speed, which drifts over a
+            # run, weighs on the floor's round trips as on the function's.
+            trips["write"] += round_trip(args.dynamodb, write_target, write, 3)
+            trips["warm_up"] += round_trip(args.dynamodb, warm_up_target, warm_up, 3)
+
+    report["clerk_sync"] = measure(args.binary, env, args.runs, args.warm, secret, between=between)
+    if args.floor:
+        report["floor"] = measure(args.floor, {}, args.runs, args.warm, secret)
+    if args.dynamodb:
+        report["dynamodb_round_trip_ms"] = round(statistics.median(trips["write"]) * 1000, 3)
+        report["dynamodb_warm_up_round_trip_ms"] = round(statistics.median(trips["warm_up"]) * 1000, 3)
+        report["dynamodb_round_trip_samples"] = len(trips["write"])
     json.dump(report, sys.stdout, indent=2)
     print()
 
