@@ -18,6 +18,9 @@
 //! 4. `clerk_sync_verify_parse`: verify, then `event::parse`.
 //! 5. `clerk_sync_verify_parse_plan`: verify, parse and `plan::plan` with `store_clerk_data`: the
 //!    whole CPU path of a delivery before DynamoDB.
+//! 6. `floor_hmac_then_json_scan`: the floor, then one serde_json pass over the body that checks
+//!    it is JSON and keeps nothing (`IgnoredAny`): what any verify + parse built on serde_json
+//!    costs at least, since parsing must read every byte once.
 //!
 //! The clock is read inside every clerk_sync iteration, as `handler::handle` does per request and
 //! as svix does inside `verify`, so both verifiers do the same work. Each group signs its
@@ -261,6 +264,18 @@ fn bench_payload(c: &mut Criterion, label: &str, body: &str, expect_id: &str) {
     group.bench_function(BenchmarkId::from_parameter("floor_hmac"), |b| {
         b.iter(|| {
             floor_hmac(black_box(&delivery.key), black_box(MESSAGE_ID), black_box(&delivery.timestamp), black_box(body))
+        })
+    });
+    group.bench_function(BenchmarkId::from_parameter("floor_hmac_then_json_scan"), |b| {
+        b.iter(|| {
+            let tag = floor_hmac(
+                black_box(&delivery.key),
+                black_box(MESSAGE_ID),
+                black_box(&delivery.timestamp),
+                black_box(body),
+            );
+            let scanned: serde::de::IgnoredAny = serde_json::from_slice(black_box(body)).expect("the body is JSON");
+            (tag, scanned)
         })
     });
     group.bench_function(BenchmarkId::from_parameter("clerk_sync_verify"), |b| {

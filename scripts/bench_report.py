@@ -33,7 +33,7 @@ def main():
         print("| payload | bench | median | × floor |")
         print("|---|---|---|---|")
         for group, benches in groups.items():
-            floor = next((v for k, v in benches.items() if "floor" in k), None)
+            floor = benches.get("floor_hmac")
             for bench, ns in benches.items():
                 ratio = f"{ns / floor:.2f}" if floor else "-"
                 print(f"| {group} | {bench} | {ns / 1000:.2f} µs | {ratio} |")
