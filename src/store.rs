@@ -10,7 +10,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
@@ -116,14 +116,20 @@ impl Store {
     /// it resolves credentials and the endpoint and opens the connection (TLS included) that the
     /// first delivery then reuses, and checks the table exists. A failure is only reported: the
     /// deliveries themselves answer 5xx while DynamoDB is unreachable.
+    ///
+    /// Its error, for the init log only, carries the SDK's whole chain of causes (a refused
+    /// certificate says `UnknownIssuer`), where a delivery's error keeps to a short detail.
     pub async fn warm_up(&self) -> Result<(), StoreError> {
-        self.client
-            .describe_table()
-            .table_name(&self.table)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| request_error("DescribeTable", e))
+        let result = self.client.describe_table().table_name(&self.table).send().await;
+        result.map(|_| ()).map_err(|e| {
+            let causes = DisplayErrorContext(&e).to_string();
+            match request_error("DescribeTable", e) {
+                StoreError::Request { operation, detail, transient } => {
+                    StoreError::Request { operation, detail: format!("{detail} ({causes})"), transient }
+                }
+                other => other,
+            }
+        })
     }
 
     /// Carries out one write.

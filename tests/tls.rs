@@ -13,6 +13,7 @@ use std::sync::Arc;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use clerk_sync::store::Store;
 use clerk_sync::tls::{Trust, https_client};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -92,6 +93,10 @@ fn pinned_roots_refuse_other_issuers_and_ssl_cert_file_is_honoured() {
         assert!(matches!(error, SdkError::DispatchFailure(_)), "{}", DisplayErrorContext(&error));
         let message = format!("{}", DisplayErrorContext(&error));
         assert!(message.contains("UnknownIssuer"), "not a certificate refusal: {message}");
+        // The init log line names the refusal (README, "TLS to DynamoDB").
+        let warm_up = Store::new(client(Trust::AmazonTrustServices, port), "t").warm_up().await;
+        let logged = warm_up.expect_err("refused again").to_string();
+        assert!(logged.contains("DescribeTable") && logged.contains("UnknownIssuer"), "{logged}");
 
         let system = client(Trust::System, port).describe_table().table_name("t").send().await;
         let error = system.expect_err("the server answers table not found");
