@@ -13,8 +13,8 @@ use crate::clerk::Clerk;
 use crate::error::RunError;
 use crate::progress::Progress;
 use crate::webhook_path::{
-    MEMBERSHIP_EVENT, ORGANIZATION_EVENT, Planned, SESSION_EVENT, Tally, USER_EVENT, apply_all, plan_array,
-    plan_objects,
+    MEMBERSHIP_EVENT, ORGANIZATION_EVENT, Planned, SESSION_EVENT, Tally, USER_EVENT, apply_all, for_each_offset_page,
+    plan_array, plan_objects,
 };
 
 /// Session lists fetched at once; Clerk's rate limit, not this, sets the pace.
@@ -150,26 +150,16 @@ async fn offset_paged(
     tally: &mut Tally,
     progress: &Progress,
 ) -> Result<(), RunError> {
-    let mut offset = 0;
-    loop {
-        let page = clerk.offset_page(path, &[], options.limit, offset).await?;
-        if offset == 0 {
-            progress.stage(unit, Some(page.total_count));
-        }
-        let planned = plan_objects(&page.data, event_type, options.plan, &format!("GET {path} at offset {offset}"))?;
-        let received = planned.len();
-        tally.fetched += received as u64;
+    for_each_offset_page(clerk, path, event_type, unit, options.limit, options.plan, progress, async |planned| {
+        tally.fetched += planned.len() as u64;
         let show = |t: &Tally| progress.show(format!("{unit}: fetched={} {}", t.fetched, t.verdicts()));
         show(tally);
         if let Some(store) = store {
             apply_all(store, planned, tally, &show).await?;
         }
-        offset += received as u64;
-        progress.advance(received as u64);
-        if page.is_last(offset, received) {
-            return Ok(());
-        }
-    }
+        Ok(())
+    })
+    .await
 }
 
 /// The sessions of a page's users (`GET /sessions?user_id=..`, offset-paged), read whole.

@@ -36,7 +36,7 @@ use crate::clerk::{Clerk, Found};
 use crate::error::RunError;
 use crate::progress::Progress;
 use crate::webhook_path::{
-    MEMBERSHIP_EVENT, ORGANIZATION_EVENT, Planned, Tally, USER_EVENT, apply_all, plan_array, plan_objects,
+    MEMBERSHIP_EVENT, ORGANIZATION_EVENT, Planned, Tally, USER_EVENT, apply_all, for_each_offset_page, plan_array,
 };
 
 /// Lookups in flight at once; Clerk's rate limit, not this, sets the pace.
@@ -532,22 +532,13 @@ async fn list_offset_paged(
     options: &Options,
     progress: &Progress,
 ) -> Result<Vec<Planned>, RunError> {
-    let mut planned = Vec::new();
-    let mut offset = 0;
-    loop {
-        let page = clerk.offset_page(path, &[], options.limit, offset).await?;
-        if offset == 0 {
-            progress.stage(unit, Some(page.total_count));
-        }
-        let objects = plan_objects(&page.data, event_type, options.plan, &format!("GET {path} at offset {offset}"))?;
-        let received = objects.len();
-        planned.extend(objects);
-        offset += received as u64;
-        progress.advance(received as u64);
-        if page.is_last(offset, received) {
-            return Ok(planned);
-        }
-    }
+    let mut listed = Vec::new();
+    for_each_offset_page(clerk, path, event_type, unit, options.limit, options.plan, progress, async |planned| {
+        listed.extend(planned);
+        Ok(())
+    })
+    .await?;
+    Ok(listed)
 }
 
 /// Listed users or organizations: each is taken out of `table`, and kept as a write when the

@@ -15,7 +15,9 @@ use clerk_sync::store::{Applied, Store, StoreError};
 use serde_json::value::RawValue;
 use tokio::task::JoinSet;
 
+use crate::clerk::Clerk;
 use crate::error::RunError;
+use crate::progress::Progress;
 
 /// The event type a fetched user is read as: the whole current user object, as `user.updated` carries.
 pub const USER_EVENT: &str = "user.updated";
@@ -47,6 +49,37 @@ pub fn plan_array(body: &[u8], event_type: &str, options: plan::Options, page: &
         },
     })?;
     plan_objects(&objects, event_type, options, page)
+}
+
+/// Every page of an offset-paged Clerk list (`GET /organizations`, `/organization_memberships`),
+/// each read whole through the webhook path as `event_type` and handed to `visit` before the next
+/// page is fetched. The progress bar counts `unit` against Clerk's `total_count`.
+#[allow(clippy::too_many_arguments)]
+pub async fn for_each_offset_page(
+    clerk: &Clerk,
+    path: &str,
+    event_type: &str,
+    unit: &'static str,
+    limit: u32,
+    options: plan::Options,
+    progress: &Progress,
+    mut visit: impl AsyncFnMut(Vec<Planned>) -> Result<(), RunError>,
+) -> Result<(), RunError> {
+    let mut offset = 0;
+    loop {
+        let page = clerk.offset_page(path, &[], limit, offset).await?;
+        if offset == 0 {
+            progress.stage(unit, Some(page.total_count));
+        }
+        let planned = plan_objects(&page.data, event_type, options, &format!("GET {path} at offset {offset}"))?;
+        let received = planned.len();
+        visit(planned).await?;
+        offset += received as u64;
+        progress.advance(received as u64);
+        if page.is_last(offset, received) {
+            return Ok(());
+        }
+    }
 }
 
 pub fn plan_objects(
