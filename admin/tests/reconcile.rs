@@ -59,7 +59,7 @@ async fn reconcile_tombstones_users_gone_from_clerk_and_removes_their_sessions()
 async fn reconcile_leaves_users_that_clerk_still_has() {
     let (clerk, table, admin) = in_sync().await;
     // Missing from the list (say, created while it was read) but found by id.
-    clerk.unlist_user(&user_id(4));
+    clerk.unlist(&user_id(4));
     let before = table.items().await;
     let run = admin.run(&["reconcile", FAST]).await;
     assert_eq!(run.code, Some(0), "{run}");

@@ -178,10 +178,7 @@ impl FakeClerk {
     /// Creates or updates a user in Clerk (a new one is the newest).
     pub fn put_user(&self, user: Value) {
         let mut state = self.state.lock().unwrap();
-        match state.users.iter_mut().find(|u| u["id"] == user["id"]) {
-            Some(existing) => *existing = user,
-            None => state.users.push(user),
-        }
+        put_by_id(&mut state.users, user);
     }
 
     /// Deletes a user (and their sessions and memberships) from Clerk.
@@ -192,11 +189,6 @@ impl FakeClerk {
         state.memberships.retain(|membership| membership["public_user_data"]["user_id"] != id);
     }
 
-    /// Keeps a user out of lists while `GET /users/{id}` still finds them.
-    pub fn unlist_user(&self, id: &str) {
-        self.unlist(id);
-    }
-
     /// Keeps a user, organization or membership out of lists while reads by id still find it.
     pub fn unlist(&self, id: &str) {
         self.state.lock().unwrap().unlisted.insert(id.to_owned());
@@ -205,10 +197,7 @@ impl FakeClerk {
     /// Creates or updates an organization in Clerk.
     pub fn put_organization(&self, organization: Value) {
         let mut state = self.state.lock().unwrap();
-        match state.organizations.iter_mut().find(|o| o["id"] == organization["id"]) {
-            Some(existing) => *existing = organization,
-            None => state.organizations.push(organization),
-        }
+        put_by_id(&mut state.organizations, organization);
     }
 
     /// Deletes an organization, and its memberships, from Clerk.
@@ -224,10 +213,7 @@ impl FakeClerk {
         let mut state = self.state.lock().unwrap();
         let slot = |m: &Value| (m["organization"]["id"].clone(), m["public_user_data"]["user_id"].clone());
         state.memberships.retain(|m| m["id"] == membership["id"] || slot(m) != slot(&membership));
-        match state.memberships.iter_mut().find(|m| m["id"] == membership["id"]) {
-            Some(existing) => *existing = membership,
-            None => state.memberships.push(membership),
-        }
+        put_by_id(&mut state.memberships, membership);
     }
 
     /// Deletes a membership from Clerk (the user left the organization).
@@ -463,4 +449,12 @@ pub async fn user_items(table: &common::TestTable) -> BTreeMap<String, Value> {
         .filter(|((_, sk), _)| sk == "USER")
         .map(|(_, item)| (item["id"].as_str().unwrap().to_owned(), item))
         .collect()
+}
+
+/// Replaces the object with `object`'s id in `list`, or adds it at the end (the newest).
+fn put_by_id(list: &mut Vec<Value>, object: Value) {
+    match list.iter_mut().find(|existing| existing["id"] == object["id"]) {
+        Some(existing) => *existing = object,
+        None => list.push(object),
+    }
 }
