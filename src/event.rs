@@ -4,6 +4,8 @@
 //! so fields Clerk adds later never fail parsing. Error messages name fields and positions but
 //! never quote values, so they can go to the caller and the logs without leaking personal data.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -78,7 +80,9 @@ pub struct User {
     #[serde(default)]
     pub last_sign_in_at: Option<i64>,
     #[serde(default)]
-    pub public_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Kept as text: any JSON Clerk holds (numbers beyond f64, deep nesting) reads, and is stored
+    /// exactly (see `crate::item`).
+    pub public_metadata: Option<Box<RawValue>>,
 }
 
 impl User {
@@ -137,7 +141,9 @@ pub struct Organization {
     #[serde(default)]
     pub updated_at: Option<i64>,
     #[serde(default)]
-    pub public_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Kept as text: any JSON Clerk holds (numbers beyond f64, deep nesting) reads, and is stored
+    /// exactly (see `crate::item`).
+    pub public_metadata: Option<Box<RawValue>>,
 }
 
 /// A user's membership of an organization. A user who leaves and joins again gets a new
@@ -154,7 +160,9 @@ pub struct Membership {
     #[serde(default)]
     pub role: Option<String>,
     #[serde(default)]
-    pub public_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Kept as text: any JSON Clerk holds (numbers beyond f64, deep nesting) reads, and is stored
+    /// exactly (see `crate::item`).
+    pub public_metadata: Option<Box<RawValue>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -295,6 +303,52 @@ fn safe_reason(e: &serde_json::Error) -> String {
     }
 }
 
+/// A JSON object's members in their order, values unparsed: for keeping or converting Clerk's
+/// JSON without passing numbers through `f64` or losing a member.
+pub struct Members<'a>(pub Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Members<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut members = Vec::new();
+                while let Some(key) = map.next_key::<MemberName<'de>>()? {
+                    members.push((key.0, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Visitor(std::marker::PhantomData))
+    }
+}
+
+/// A member name, borrowed from the text unless it holds escapes.
+struct MemberName<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for MemberName<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = MemberName<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, name: &'de str) -> Result<Self::Value, E> {
+                Ok(MemberName(Cow::Borrowed(name)))
+            }
+            fn visit_str<E>(self, name: &str) -> Result<Self::Value, E> {
+                Ok(MemberName(Cow::Owned(name.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,7 +408,7 @@ mod tests {
             "first_name":null,"email_addresses":null,"public_metadata":null,"brand_new":{"x":[1,2]}},"event_attributes":{}}"#;
         let EventKind::UserUpsert { user, .. } = parse_body(body).unwrap().kind else { panic!() };
         assert_eq!(user.first_name, None);
-        assert_eq!(user.public_metadata, None);
+        assert!(user.public_metadata.is_none());
     }
 
     #[test]

@@ -130,6 +130,8 @@ impl App {
                 log.sessions_removed =
                     matches!(event.kind, EventKind::UserDeleted { .. }).then_some(applied.sessions_removed);
                 log.memberships_removed = removes_memberships(&event.kind).then_some(applied.memberships_removed);
+                log.stored_as = applied.fit.reason();
+                log.lost = applied.fit.lost_something();
                 log.answered(outcome(verdict_name(applied.verdict), &event.event_type, Some(applied), &event.kind))
             }
             Ok(Err(e)) => {
@@ -207,6 +209,11 @@ struct LogLine {
     outcome: Option<&'static str>,
     sessions_removed: Option<usize>,
     memberships_removed: Option<usize>,
+    /// What the item gave up to fit DynamoDB's limits, if anything.
+    stored_as: Option<&'static str>,
+    /// Whether that left something out of the item: logged as a warning, which the template's
+    /// `ItemsLeftOut` metric counts.
+    lost: bool,
     reason: Option<String>,
 }
 
@@ -234,6 +241,7 @@ impl LogLine {
                     outcome = self.outcome,
                     sessions_removed = self.sessions_removed,
                     memberships_removed = self.memberships_removed,
+                    stored_as = self.stored_as,
                     reason = self.reason.as_deref(),
                     status,
                     "delivery"
@@ -243,6 +251,7 @@ impl LogLine {
         match status {
             500.. => line!(error),
             400.. => line!(warn),
+            _ if self.lost => line!(warn),
             _ => line!(info),
         }
     }

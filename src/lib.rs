@@ -6,12 +6,14 @@
 //! 2. [`verify`]: the Standard Webhooks signature over the raw body.
 //! 3. [`event`]: the verified body read as a Clerk event.
 //! 4. [`plan`]: the item the event writes (pure), under the convergence [`rules`].
-//! 5. [`store`]: one conditional DynamoDB request that enforces those rules; its client trusts the
+//! 5. [`store`]: one conditional DynamoDB request that enforces those rules, on the item [`item`]
+//!    makes of the plan (within DynamoDB's limits, whatever the content); its client trusts the
 //!    roots [`tls`] chooses at init.
 
 pub mod config;
 pub mod event;
 pub mod handler;
+pub mod item;
 pub mod plan;
 pub mod rules;
 pub mod store;

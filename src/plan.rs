@@ -3,11 +3,16 @@
 //! This is where the data model applications read is defined: keys, attribute names and what a
 //! tombstone keeps. Items depend only on the event, never on when or how often it was processed.
 
-use serde::Serialize;
-use serde_json::{Map, Value};
+use std::borrow::Cow;
 
-use crate::event::{Event, EventKind, Membership, Organization, Session, User};
-use crate::rules;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::event::{Event, EventKind, Members, Membership, Organization, Session, User};
+use crate::rules::{self, Digest, Rank};
+
+/// DynamoDB's limit on a global secondary index's partition key (`email`), in UTF-8 bytes.
+pub const MAX_INDEX_KEY_BYTES: usize = 2048;
 
 /// Sort key of a user item and of a user tombstone.
 pub const USER_SK: &str = "USER";
@@ -67,15 +72,24 @@ pub enum Write {
 impl Write {
     /// The version the write carries.
     pub fn version(&self) -> u64 {
+        self.rank().version
+    }
+
+    /// Where the write stands among the changes of its object.
+    pub fn rank(&self) -> Rank {
         match self {
-            Write::UpsertUser(item) => item.version,
-            Write::DeleteUser(tombstone) => tombstone.version,
-            Write::UpsertSession(item) => item.version,
-            Write::UpsertOrganization(item) => item.version,
-            Write::DeleteOrganization(tombstone) => tombstone.version,
-            Write::PutMembership(item) => item.version,
+            Write::UpsertUser(item) => item.rank(),
+            Write::DeleteUser(tombstone) | Write::DeleteOrganization(tombstone) => tombstone.rank(),
+            Write::UpsertSession(item) => item.rank(),
+            Write::UpsertOrganization(item) => item.rank(),
+            Write::PutMembership(item) => item.rank(),
         }
     }
+}
+
+/// The rank of an item from its `version` and `digest` attributes.
+fn rank_of(version: u64, digest: Option<&str>) -> Rank {
+    Rank::new(version, digest.and_then(Digest::from_hex))
 }
 
 /// Options that change what is stored, not whether.
@@ -108,10 +122,22 @@ pub struct UserItem {
     pub updated_at: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_sign_in_at: Option<i64>,
-    pub public_metadata: Map<String, Value>,
+    /// Clerk's `public_metadata` as JSON text (`{}` when Clerk sent none). The store writes it as a
+    /// map where DynamoDB can hold it exactly ([`crate::item`]).
+    #[serde(skip)]
+    pub public_metadata: String,
     pub version: u64,
+    /// Orders two different contents at one version ([`rules::Digest`], hex).
+    pub digest: String,
+    /// The Clerk object as Clerk sent it: its JSON text.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<Value>,
+    pub data: Option<String>,
+}
+
+impl UserItem {
+    pub fn rank(&self) -> Rank {
+        rank_of(self.version, Some(&self.digest))
+    }
 }
 
 /// What is left of a deleted user or organization: the key, the id, `deleted = true` and the
@@ -126,6 +152,11 @@ pub struct Tombstone {
 }
 
 impl Tombstone {
+    /// Tombstones carry no digest: two of one version are the same item.
+    pub fn rank(&self) -> Rank {
+        Rank::new(self.version, None)
+    }
+
     /// The tombstone of user `user_id`, deleted at `version` (ms): what `user.deleted` writes, and
     /// what `reconcile` writes for a user Clerk no longer has.
     pub fn user(user_id: &str, version: u64) -> Self {
@@ -160,10 +191,19 @@ pub struct OrganizationItem {
     pub created_at: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<i64>,
-    pub public_metadata: Map<String, Value>,
+    /// As on users: JSON text, written as a map where DynamoDB can hold it exactly.
+    #[serde(skip)]
+    pub public_metadata: String,
     pub version: u64,
+    pub digest: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<Value>,
+    pub data: Option<String>,
+}
+
+impl OrganizationItem {
+    pub fn rank(&self) -> Rank {
+        rank_of(self.version, Some(&self.digest))
+    }
 }
 
 /// A user's membership of an organization, written twice in one transaction: under the
@@ -185,11 +225,15 @@ pub struct MembershipItem {
     pub created_at: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub public_metadata: Option<Map<String, Value>>,
+    /// As on users (JSON text); none on a tombstone.
+    #[serde(skip)]
+    pub public_metadata: Option<String>,
     pub version: u64,
+    /// None on a tombstone.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<Value>,
+    pub digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
 }
 
 impl MembershipItem {
@@ -209,8 +253,12 @@ impl MembershipItem {
             created_at: self.created_at,
             id: &self.id,
             deleted: self.deleted,
-            version: self.version,
+            rank: self.rank(),
         }
+    }
+
+    pub fn rank(&self) -> Rank {
+        rank_of(self.version, self.digest.as_deref())
     }
 }
 
@@ -235,13 +283,18 @@ pub struct SessionItem {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub abandon_at: Option<i64>,
     pub version: u64,
+    pub digest: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<Value>,
+    pub data: Option<String>,
 }
 
 impl SessionItem {
     pub fn is_terminal(&self) -> bool {
         rules::is_terminal(&self.status)
+    }
+
+    pub fn rank(&self) -> Rank {
+        rank_of(self.version, Some(&self.digest))
     }
 }
 
@@ -250,7 +303,7 @@ impl SessionItem {
 pub enum PlanError {
     #[error("the event has no version: neither data.updated_at nor a positive envelope timestamp")]
     NoVersion,
-    #[error("the event's data is not valid JSON")]
+    #[error("the event's data is not a JSON object")]
     InvalidData,
 }
 
@@ -261,21 +314,21 @@ pub fn plan(event: &Event<'_>, options: Options) -> Result<Option<Write>, PlanEr
     Ok(match &event.kind {
         EventKind::UserUpsert { user, data } => {
             let version = version(user.updated_at)?;
-            let data = options.store_clerk_data.then(|| raw_object(data.get(), &[])).transpose()?;
-            Some(Write::UpsertUser(user_item(user, version, data)))
+            let object = ClerkObject::new(data, &[])?;
+            Some(Write::UpsertUser(user_item(user, version, object.stored(options))))
         }
         EventKind::UserDeleted { user_id } => Some(Write::DeleteUser(Tombstone::user(user_id, version(None)?))),
         EventKind::SessionUpsert { session, data } => {
             let version = version(session.updated_at)?;
             // Newer session payloads embed the whole user: it lives in the user item, and keeping a
             // copy here would leave personal data behind that user.deleted does not reach.
-            let data = options.store_clerk_data.then(|| raw_object(data.get(), &["user"])).transpose()?;
-            Some(Write::UpsertSession(session_item(session, version, data)))
+            let object = ClerkObject::new(data, &["user"])?;
+            Some(Write::UpsertSession(session_item(session, version, object.stored(options))))
         }
         EventKind::OrganizationUpsert { organization, data } => {
             let version = version(organization.updated_at)?;
-            let data = options.store_clerk_data.then(|| raw_object(data.get(), &[])).transpose()?;
-            Some(Write::UpsertOrganization(organization_item(organization, version, data)))
+            let object = ClerkObject::new(data, &[])?;
+            Some(Write::UpsertOrganization(organization_item(organization, version, object.stored(options))))
         }
         EventKind::OrganizationDeleted { organization_id } => {
             Some(Write::DeleteOrganization(Tombstone::organization(organization_id, version(None)?)))
@@ -284,11 +337,8 @@ pub fn plan(event: &Event<'_>, options: Options) -> Result<Option<Write>, PlanEr
             let version = version(membership.updated_at)?;
             // The organization and the user live in their own items; copies here would go stale,
             // and `public_user_data` (name, email) would outlive the user's deletion.
-            let data = options
-                .store_clerk_data
-                .then(|| raw_object(data.get(), &["organization", "public_user_data"]))
-                .transpose()?;
-            Some(Write::PutMembership(membership_item(membership, version, data)))
+            let object = ClerkObject::new(data, &["organization", "public_user_data"])?;
+            Some(Write::PutMembership(membership_item(membership, version, object.stored(options))))
         }
         EventKind::MembershipDeleted { membership } => {
             let version = version(membership.updated_at)?;
@@ -298,7 +348,57 @@ pub fn plan(event: &Event<'_>, options: Options) -> Result<Option<Write>, PlanEr
     })
 }
 
-fn organization_item(organization: &Organization, version: u64, data: Option<Value>) -> OrganizationItem {
+/// The Clerk object an item keeps: its JSON text exactly as Clerk sent it (every number, key and
+/// escape as received), less the embedded objects that live in items of their own.
+struct ClerkObject<'a> {
+    text: Cow<'a, str>,
+}
+
+/// What an item keeps of its Clerk object: the text (unless `data` is not stored) and its digest.
+struct Kept {
+    data: Option<String>,
+    digest: String,
+}
+
+impl<'a> ClerkObject<'a> {
+    fn new(raw: &'a RawValue, dropped: &[&str]) -> Result<Self, PlanError> {
+        Ok(Self { text: without_fields(raw.get(), dropped)? })
+    }
+
+    fn stored(self, options: Options) -> Kept {
+        let digest = Digest::of(self.text.as_bytes()).to_hex();
+        Kept { data: options.store_clerk_data.then(|| self.text.into_owned()), digest }
+    }
+}
+
+/// A JSON object's text without the `dropped` members; the rest is kept as it was sent (members in
+/// their order, values byte for byte). Nothing to drop, nothing copied.
+fn without_fields<'a>(raw: &'a str, dropped: &[&str]) -> Result<Cow<'a, str>, PlanError> {
+    let members: Members<'a> = serde_json::from_str(raw).map_err(|_| PlanError::InvalidData)?;
+    if !members.0.iter().any(|(key, _)| dropped.contains(&key.as_ref())) {
+        return Ok(Cow::Borrowed(raw.trim()));
+    }
+    let mut text = String::with_capacity(raw.len());
+    text.push('{');
+    for (key, value) in members.0.iter().filter(|(key, _)| !dropped.contains(&key.as_ref())) {
+        if text.len() > 1 {
+            text.push(',');
+        }
+        // Re-escaping a key keeps its value; only the member's spelling of escapes may change.
+        text.push_str(&serde_json::to_string(key).map_err(|_| PlanError::InvalidData)?);
+        text.push(':');
+        text.push_str(value.get());
+    }
+    text.push('}');
+    Ok(Cow::Owned(text))
+}
+
+/// A lifted `public_metadata`: its JSON text, `{}` when Clerk sent none (or `null`).
+fn metadata_text(metadata: Option<&RawValue>) -> String {
+    metadata.map_or("{}", RawValue::get).to_owned()
+}
+
+fn organization_item(organization: &Organization, version: u64, kept: Kept) -> OrganizationItem {
     OrganizationItem {
         pk: organization_pk(&organization.id),
         sk: ORGANIZATION_SK,
@@ -308,19 +408,21 @@ fn organization_item(organization: &Organization, version: u64, data: Option<Val
         image_url: organization.image_url.clone(),
         created_at: organization.created_at,
         updated_at: organization.updated_at,
-        public_metadata: organization.public_metadata.clone().unwrap_or_default(),
+        public_metadata: metadata_text(organization.public_metadata.as_deref()),
         version,
-        data,
+        digest: kept.digest,
+        data: kept.data,
     }
 }
 
-fn membership_item(membership: &Membership, version: u64, data: Option<Value>) -> MembershipItem {
+fn membership_item(membership: &Membership, version: u64, kept: Kept) -> MembershipItem {
     MembershipItem {
         deleted: false,
         role: membership.role.clone(),
         updated_at: membership.updated_at,
-        public_metadata: Some(membership.public_metadata.clone().unwrap_or_default()),
-        data,
+        public_metadata: Some(metadata_text(membership.public_metadata.as_deref())),
+        digest: Some(kept.digest),
+        data: kept.data,
         ..membership_tombstone(membership, version)
     }
 }
@@ -340,16 +442,19 @@ fn membership_tombstone(membership: &Membership, version: u64) -> MembershipItem
         updated_at: None,
         public_metadata: None,
         version,
+        digest: None,
         data: None,
     }
 }
 
-fn user_item(user: &User, version: u64, data: Option<Value>) -> UserItem {
+fn user_item(user: &User, version: u64, kept: Kept) -> UserItem {
     UserItem {
         pk: user_pk(&user.id),
         sk: USER_SK,
         id: user.id.clone(),
-        email: user.primary_email(),
+        // An index key longer than DynamoDB allows would make the whole write invalid; Clerk's own
+        // limit on addresses is far below it.
+        email: user.primary_email().filter(|email| email.len() <= MAX_INDEX_KEY_BYTES),
         first_name: user.first_name.clone(),
         last_name: user.last_name.clone(),
         username: user.username.clone(),
@@ -357,13 +462,14 @@ fn user_item(user: &User, version: u64, data: Option<Value>) -> UserItem {
         created_at: user.created_at,
         updated_at: user.updated_at,
         last_sign_in_at: user.last_sign_in_at,
-        public_metadata: user.public_metadata.clone().unwrap_or_default(),
+        public_metadata: metadata_text(user.public_metadata.as_deref()),
         version,
-        data,
+        digest: kept.digest,
+        data: kept.data,
     }
 }
 
-fn session_item(session: &Session, version: u64, data: Option<Value>) -> SessionItem {
+fn session_item(session: &Session, version: u64, kept: Kept) -> SessionItem {
     SessionItem {
         pk: user_pk(&session.user_id),
         sk: session_sk(&session.id),
@@ -377,25 +483,17 @@ fn session_item(session: &Session, version: u64, data: Option<Value>) -> Session
         expire_at: session.expire_at,
         abandon_at: session.abandon_at,
         version,
-        data,
+        digest: kept.digest,
+        data: kept.data,
     }
-}
-
-/// The raw Clerk object as a JSON map, without the `dropped` fields.
-fn raw_object(raw: &str, dropped: &[&str]) -> Result<Value, PlanError> {
-    let mut object: Map<String, Value> = serde_json::from_str(raw).map_err(|_| PlanError::InvalidData)?;
-    for field in dropped {
-        object.remove(*field);
-    }
-    Ok(Value::Object(object))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::EventKind;
-    use serde_json::json;
     use serde_json::value::RawValue;
+    use serde_json::{Value, json};
 
     const KEEP: Options = Options { store_clerk_data: true };
     const DROP: Options = Options { store_clerk_data: false };
@@ -435,9 +533,10 @@ mod tests {
         assert_eq!(item.first_name.as_deref(), Some("Jane"));
         assert_eq!(item.username, None);
         assert_eq!((item.created_at, item.updated_at, item.last_sign_in_at), (Some(10), Some(20), Some(15)));
-        assert_eq!(Value::Object(item.public_metadata), json!({"plan": "pro"}));
+        assert_eq!(item.public_metadata, r#"{"plan":"pro"}"#);
         assert_eq!(item.version, 20, "updated_at is the version");
-        assert_eq!(item.data, Some(jane()));
+        assert_eq!(item.data.as_deref(), Some(data.get()), "the Clerk object's text, as sent");
+        assert_eq!(item.digest, Digest::of(data.get().as_bytes()).to_hex());
     }
 
     #[test]
@@ -455,7 +554,7 @@ mod tests {
         let Some(Write::UpsertUser(item)) = plan(&user_event(&data, "user.updated", None), KEEP).unwrap() else {
             panic!()
         };
-        assert!(item.public_metadata.is_empty());
+        assert_eq!(item.public_metadata, "{}");
     }
 
     #[test]
@@ -491,7 +590,7 @@ mod tests {
         assert_eq!((item.status.as_str(), item.version), ("ended", 7));
         assert!(item.is_terminal());
         assert_eq!((item.expire_at, item.abandon_at, item.last_active_at), (Some(100), Some(200), Some(6)));
-        let stored = item.data.unwrap();
+        let stored: Value = serde_json::from_str(&item.data.unwrap()).unwrap();
         assert_eq!(stored.get("user"), None, "the embedded user is not copied into the session");
         assert_eq!(stored["client_id"], "client_1");
     }
@@ -510,6 +609,53 @@ mod tests {
         };
         let attributes = serde_json::to_value(&item).unwrap();
         let keys: Vec<&str> = attributes.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(keys, ["id", "pk", "public_metadata", "sk", "updated_at", "version"]);
+        assert_eq!(keys, ["digest", "id", "pk", "sk", "updated_at", "version"], "public_metadata is added by the store");
+    }
+
+    #[test]
+    fn data_is_the_text_clerk_sent_byte_for_byte() {
+        let text = r#"{"id":"user_1","updated_at":5,"big":18446744073709551617,"long":1.000000000000000000000000000000000000000001,"deep":[[[[{"":""}]]]],"esc":"\u00e9\ud83d\ude00","dup":1,"dup":2}"#;
+        let data = RawValue::from_string(text.to_owned()).unwrap();
+        let Some(Write::UpsertUser(item)) = plan(&user_event(&data, "user.updated", None), KEEP).unwrap() else {
+            panic!()
+        };
+        assert_eq!(item.data.as_deref(), Some(text));
+    }
+
+    #[test]
+    fn embedded_objects_are_dropped_and_everything_else_kept_as_sent() {
+        let text = r#"{"id":"sess_1","object":"session","user_id":"user_1","status":"active","updated_at":7,"user":{"first_name":"Jane"},"n":123456789012345678901234567890,"k\u00e9y":[1.50]}"#;
+        let data = RawValue::from_string(text.to_owned()).unwrap();
+        let Some(Write::UpsertSession(item)) = plan(&session_event(&data, None), KEEP).unwrap() else { panic!() };
+        assert_eq!(
+            item.data.as_deref(),
+            Some(r#"{"id":"sess_1","object":"session","user_id":"user_1","status":"active","updated_at":7,"n":123456789012345678901234567890,"kéy":[1.50]}"#)
+        );
+    }
+
+    #[test]
+    fn the_digest_tells_contents_apart_and_ignores_what_is_not_kept() {
+        let digest = |text: &str| {
+            let data = RawValue::from_string(text.to_owned()).unwrap();
+            let Some(Write::UpsertSession(item)) = plan(&session_event(&data, None), DROP).unwrap() else { panic!() };
+            item.digest
+        };
+        let removed = r#"{"id":"sess_1","user_id":"user_1","status":"removed","updated_at":7}"#;
+        let revoked = r#"{"id":"sess_1","user_id":"user_1","status":"revoked","updated_at":7}"#;
+        assert_ne!(digest(removed), digest(revoked));
+        let with_user = r#"{"id":"sess_1","user_id":"user_1","status":"removed","updated_at":7,"user":{"id":"user_1"}}"#;
+        assert_eq!(digest(removed), digest(with_user), "the embedded user is not kept, so it does not count");
+    }
+
+    #[test]
+    fn an_email_too_long_for_the_index_is_not_lifted() {
+        let long = format!("{}@example.org", "a".repeat(MAX_INDEX_KEY_BYTES));
+        let value = json!({"id": "user_1", "updated_at": 5, "primary_email_address_id": "idn_1",
+            "email_addresses": [{"id": "idn_1", "email_address": long}]});
+        let data = raw(&value);
+        let Some(Write::UpsertUser(item)) = plan(&user_event(&data, "user.updated", None), KEEP).unwrap() else {
+            panic!()
+        };
+        assert_eq!(item.email, None);
     }
 }

@@ -15,7 +15,9 @@
 //! 3. A terminal session status beats a live one, whatever the versions.
 //! 4. Of two memberships of one user in one organization (leaving and joining again makes a new
 //!    one), the later created wins; within one membership, its deletion beats any update.
-//! 5. Otherwise the higher version wins; an equal version is a duplicate and changes nothing.
+//! 5. Otherwise the higher [`Rank`] wins: the higher version, and between two different contents at
+//!    one version the higher digest of the content. The same content at the same version is a
+//!    duplicate and changes nothing.
 
 /// Session statuses after which a session can never be live again.
 pub const TERMINAL_SESSION_STATUSES: [&str; 6] = ["ended", "removed", "revoked", "expired", "abandoned", "replaced"];
@@ -39,10 +41,71 @@ pub fn version(updated_at: Option<i64>, envelope_timestamp: Option<i64>) -> Opti
     })
 }
 
+/// A SHA-256 digest (its first 128 bits) of the Clerk object a write carries. It orders two
+/// different contents of one object at one version, so that which one stays does not depend on
+/// the order they arrive in. Stored as 32 lowercase hex digits, whose string order (DynamoDB's
+/// `<` on strings) is the order of the bytes.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Digest([u8; 16]);
+
+impl Digest {
+    pub fn of(content: &[u8]) -> Self {
+        use sha2::Digest as _;
+        let full = sha2::Sha256::digest(content);
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&full[..16]);
+        Self(bytes)
+    }
+
+    pub fn to_hex(self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The digest a stored `digest` attribute holds; `None` for anything that is not 32 lowercase
+    /// hex digits.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        let valid = hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !valid {
+            return None;
+        }
+        let mut bytes = [0u8; 16];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(Self(bytes))
+    }
+
+    #[cfg(test)]
+    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(bytes)
+    }
+}
+
+impl std::fmt::Debug for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Digest({})", self.to_hex())
+    }
+}
+
+/// Where a change stands among the changes of one object: its version, then its digest. An item
+/// without a digest (a tombstone, or one written before digests existed) ranks below any digest
+/// at its version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Rank {
+    pub version: u64,
+    pub digest: Option<Digest>,
+}
+
+impl Rank {
+    pub const fn new(version: u64, digest: Option<Digest>) -> Self {
+        Self { version, digest }
+    }
+}
+
 /// What a stored item says about precedence (read back from DynamoDB when a condition fails).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stored {
-    pub version: u64,
+    pub rank: Rank,
     /// A user tombstone.
     pub deleted: bool,
     /// A session in a terminal status.
@@ -64,37 +127,37 @@ pub enum Verdict {
     OrganizationDeleted,
 }
 
-/// `user.created` / `user.updated` at `version` against the stored user item.
-pub fn user_upsert(stored: Option<Stored>, version: u64) -> Verdict {
+/// `user.created` / `user.updated` ranked `incoming` against the stored user item.
+pub fn user_upsert(stored: Option<Stored>, incoming: Rank) -> Verdict {
     match stored {
         None => Verdict::Apply,
         Some(s) if s.deleted => Verdict::UserDeleted,
-        Some(s) => compare(s.version, version),
+        Some(s) => compare(s.rank, incoming),
     }
 }
 
 /// `user.deleted` at `version` against the stored user item. A live user always loses to the
 /// tombstone; between tombstones the higher version stays, so the result does not depend on the
 /// order in which two deletions of one user arrive.
-pub fn user_tombstone(stored: Option<Stored>, version: u64) -> Verdict {
+pub fn user_tombstone(stored: Option<Stored>, incoming: Rank) -> Verdict {
     match stored {
-        Some(s) if s.deleted => compare(s.version, version),
+        Some(s) if s.deleted => compare(s.rank, incoming),
         _ => Verdict::Apply,
     }
 }
 
 /// `organization.created` / `organization.updated`: the same rule as users (a final tombstone,
 /// then versions).
-pub fn organization_upsert(stored: Option<Stored>, version: u64) -> Verdict {
-    match user_upsert(stored, version) {
+pub fn organization_upsert(stored: Option<Stored>, incoming: Rank) -> Verdict {
+    match user_upsert(stored, incoming) {
         Verdict::UserDeleted => Verdict::OrganizationDeleted,
         verdict => verdict,
     }
 }
 
 /// `organization.deleted`: the same rule as `user.deleted`.
-pub fn organization_tombstone(stored: Option<Stored>, version: u64) -> Verdict {
-    user_tombstone(stored, version)
+pub fn organization_tombstone(stored: Option<Stored>, incoming: Rank) -> Verdict {
+    user_tombstone(stored, incoming)
 }
 
 /// What the membership rule compares, stored or incoming. A membership item holds one user's
@@ -105,15 +168,15 @@ pub struct MembershipState<'a> {
     pub created_at: i64,
     pub id: &'a str,
     pub deleted: bool,
-    pub version: u64,
+    pub rank: Rank,
 }
 
 impl MembershipState<'_> {
     /// The order memberships merge in: the later membership, then within one membership its
-    /// tombstone over any live state, then the higher version. A maximum under one total order is
+    /// tombstone over any live state, then the higher rank. A maximum under one total order is
     /// what makes any delivery order and any repetition give the same item.
-    fn precedence(&self) -> (i64, &str, bool, u64) {
-        (self.created_at, self.id, self.deleted, self.version)
+    fn precedence(&self) -> (i64, &str, bool, Rank) {
+        (self.created_at, self.id, self.deleted, self.rank)
     }
 }
 
@@ -131,7 +194,7 @@ pub fn membership(stored: Option<MembershipState<'_>>, incoming: MembershipState
 }
 
 /// A session event against the user's state and the stored session item.
-pub fn session_upsert(user_deleted: bool, stored: Option<Stored>, version: u64, terminal: bool) -> Verdict {
+pub fn session_upsert(user_deleted: bool, stored: Option<Stored>, incoming: Rank, terminal: bool) -> Verdict {
     if user_deleted {
         return Verdict::UserDeleted;
     }
@@ -139,11 +202,11 @@ pub fn session_upsert(user_deleted: bool, stored: Option<Stored>, version: u64, 
         None => Verdict::Apply,
         Some(s) if s.terminal && !terminal => Verdict::Stale,
         Some(s) if !s.terminal && terminal => Verdict::Apply,
-        Some(s) => compare(s.version, version),
+        Some(s) => compare(s.rank, incoming),
     }
 }
 
-fn compare(stored: u64, incoming: u64) -> Verdict {
+fn compare(stored: Rank, incoming: Rank) -> Verdict {
     match incoming.cmp(&stored) {
         std::cmp::Ordering::Greater => Verdict::Apply,
         std::cmp::Ordering::Equal => Verdict::Duplicate,
@@ -155,9 +218,10 @@ fn compare(stored: u64, incoming: u64) -> Verdict {
 /// returns [`Verdict::Apply`]. Attribute names go through placeholders (`status` is reserved).
 pub mod condition {
     /// The placeholders every expression may use, and the attributes they stand for.
-    pub const NAMES: [(&str, &str); 6] = [
+    pub const NAMES: [(&str, &str); 7] = [
         ("#pk", "pk"),
         ("#version", "version"),
+        ("#digest", "digest"),
         ("#deleted", "deleted"),
         ("#status", "status"),
         ("#created_at", "created_at"),
@@ -169,15 +233,21 @@ pub mod condition {
 
     /// The incoming version's placeholder.
     pub const VERSION: &str = ":version";
+    /// The incoming digest's placeholder.
+    pub const DIGEST: &str = ":digest";
     /// The incoming membership's `created_at` and `id` placeholders.
     pub const CREATED_AT: &str = ":created_at";
     pub const ID: &str = ":id";
 
-    /// [`super::user_upsert`]: no item yet, or a live one with a lower version.
-    pub const USER_UPSERT: &str =
-        "attribute_not_exists(#pk) OR (attribute_not_exists(#deleted) AND #version < :version)";
+    // Every upsert condition below contains, as its "lower rank" test, the same clause:
+    //   (#version < :version OR (#version = :version AND (attribute_not_exists(#digest) OR #digest < :digest)))
+    // which is `Rank`'s order: the version, then the digest, an absent digest lowest.
+
+    /// [`super::user_upsert`]: no item yet, or a live one of a lower rank.
+    pub const USER_UPSERT: &str = "attribute_not_exists(#pk) OR (attribute_not_exists(#deleted) AND (#version < :version OR (#version = :version AND (attribute_not_exists(#digest) OR #digest < :digest))))";
 
     /// [`super::user_tombstone`]: anything but a tombstone of the same or a higher version.
+    /// Tombstones carry no digest: two of one version are the same item.
     pub const USER_TOMBSTONE: &str = "attribute_not_exists(#deleted) OR #version < :version";
 
     /// [`super::organization_upsert`]: the user rule, on the organization item.
@@ -191,11 +261,12 @@ pub mod condition {
     pub const NOT_DELETED: &str = "attribute_not_exists(#deleted)";
 
     /// [`super::membership`] for a live incoming membership: no item yet, a membership created
-    /// earlier, or the same live membership at a lower version.
-    pub const LIVE_MEMBERSHIP: &str = "attribute_not_exists(#pk) OR #created_at < :created_at OR (#created_at = :created_at AND #id < :id) OR (#created_at = :created_at AND #id = :id AND attribute_not_exists(#deleted) AND #version < :version)";
+    /// earlier, or the same live membership of a lower rank.
+    pub const LIVE_MEMBERSHIP: &str = "attribute_not_exists(#pk) OR #created_at < :created_at OR (#created_at = :created_at AND #id < :id) OR (#created_at = :created_at AND #id = :id AND attribute_not_exists(#deleted) AND (#version < :version OR (#version = :version AND (attribute_not_exists(#digest) OR #digest < :digest))))";
 
     /// [`super::membership`] for a membership's tombstone: no item yet, a membership created
-    /// earlier, or the same membership live, or deleted at a lower version.
+    /// earlier, or the same membership live, or deleted at a lower version. A tombstone keeps only
+    /// ids, `created_at` and the version: two of one version are the same item, without a digest.
     pub const MEMBERSHIP_TOMBSTONE: &str = "attribute_not_exists(#pk) OR #created_at < :created_at OR (#created_at = :created_at AND #id < :id) OR (#created_at = :created_at AND #id = :id AND (attribute_not_exists(#deleted) OR #version < :version))";
 
     /// The membership condition for a live or deleted incoming membership.
@@ -203,13 +274,13 @@ pub mod condition {
         if deleted { MEMBERSHIP_TOMBSTONE } else { LIVE_MEMBERSHIP }
     }
 
-    /// [`super::session_upsert`] for a live incoming status: no item yet, or a live one with a
-    /// lower version.
-    pub const LIVE_SESSION_UPSERT: &str = "attribute_not_exists(#pk) OR (NOT (#status IN (:ended, :removed, :revoked, :expired, :abandoned, :replaced)) AND #version < :version)";
+    /// [`super::session_upsert`] for a live incoming status: no item yet, or a live one of a lower
+    /// rank.
+    pub const LIVE_SESSION_UPSERT: &str = "attribute_not_exists(#pk) OR (NOT (#status IN (:ended, :removed, :revoked, :expired, :abandoned, :replaced)) AND (#version < :version OR (#version = :version AND (attribute_not_exists(#digest) OR #digest < :digest))))";
 
     /// [`super::session_upsert`] for a terminal incoming status: no item yet, a live one whatever
-    /// its version, or a terminal one with a lower version.
-    pub const TERMINAL_SESSION_UPSERT: &str = "attribute_not_exists(#pk) OR NOT (#status IN (:ended, :removed, :revoked, :expired, :abandoned, :replaced)) OR #version < :version";
+    /// its rank, or a terminal one of a lower rank.
+    pub const TERMINAL_SESSION_UPSERT: &str = "attribute_not_exists(#pk) OR NOT (#status IN (:ended, :removed, :revoked, :expired, :abandoned, :replaced)) OR #version < :version OR (#version = :version AND (attribute_not_exists(#digest) OR #digest < :digest))";
 
     /// The session condition for an incoming status.
     pub fn session_upsert(terminal: bool) -> &'static str {
@@ -227,14 +298,21 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    const D1: Digest = Digest::from_bytes([1; 16]);
+    const D2: Digest = Digest::from_bytes([2; 16]);
+
+    /// A rank at `version` with digest D1, as most tests need.
+    const fn r(version: u64) -> Rank {
+        Rank::new(version, Some(D1))
+    }
     const fn user(version: u64) -> Option<Stored> {
-        Some(Stored { version, deleted: false, terminal: false })
+        Some(Stored { rank: r(version), deleted: false, terminal: false })
     }
     const fn tombstone(version: u64) -> Option<Stored> {
-        Some(Stored { version, deleted: true, terminal: false })
+        Some(Stored { rank: Rank::new(version, None), deleted: true, terminal: false })
     }
     const fn session(version: u64, terminal: bool) -> Option<Stored> {
-        Some(Stored { version, deleted: false, terminal })
+        Some(Stored { rank: r(version), deleted: false, terminal })
     }
 
     #[test]
@@ -273,60 +351,89 @@ mod tests {
 
     #[test]
     fn user_upsert_applies_to_a_new_user() {
-        assert_eq!(user_upsert(None, 5), Verdict::Apply);
+        assert_eq!(user_upsert(None, r(5)), Verdict::Apply);
     }
 
     #[test]
     fn user_upsert_higher_version_wins() {
-        assert_eq!(user_upsert(user(4), 5), Verdict::Apply);
-        assert_eq!(user_upsert(user(6), 5), Verdict::Stale);
+        assert_eq!(user_upsert(user(4), r(5)), Verdict::Apply);
+        assert_eq!(user_upsert(user(6), r(5)), Verdict::Stale);
     }
 
     #[test]
     fn user_upsert_equal_version_is_a_duplicate() {
-        assert_eq!(user_upsert(user(5), 5), Verdict::Duplicate);
+        assert_eq!(user_upsert(user(5), r(5)), Verdict::Duplicate);
+    }
+
+    #[test]
+    fn at_one_version_the_higher_digest_wins_in_either_order() {
+        let (low, high) = (Rank::new(5, Some(D1)), Rank::new(5, Some(D2)));
+        let stored = |rank| Some(Stored { rank, deleted: false, terminal: false });
+        assert_eq!(user_upsert(stored(low), high), Verdict::Apply);
+        assert_eq!(user_upsert(stored(high), low), Verdict::Stale);
+        assert_eq!(user_upsert(stored(Rank::new(5, None)), low), Verdict::Apply, "an item without a digest ranks lowest");
+        for terminal in [false, true] {
+            let session = |rank| Some(Stored { rank, deleted: false, terminal });
+            assert_eq!(session_upsert(false, session(low), high, terminal), Verdict::Apply);
+            assert_eq!(session_upsert(false, session(high), low, terminal), Verdict::Stale);
+        }
+        let membership_at = |rank| MembershipState { created_at: 1, id: "orgmem_a", deleted: false, rank };
+        assert_eq!(membership(Some(membership_at(low)), membership_at(high)), Verdict::Apply);
+        assert_eq!(membership(Some(membership_at(high)), membership_at(low)), Verdict::Stale);
+    }
+
+    #[test]
+    fn digests_round_trip_through_hex_in_byte_order() {
+        let digest = Digest::of(b"{\"id\":\"user_1\"}");
+        let hex = digest.to_hex();
+        assert_eq!(hex.len(), 32);
+        assert_eq!(Digest::from_hex(&hex), Some(digest));
+        assert_eq!((D1.to_hex() < D2.to_hex()), (D1 < D2));
+        for bad in ["", "0", &"g".repeat(32), &"A".repeat(32), &"0".repeat(33)] {
+            assert_eq!(Digest::from_hex(bad), None, "{bad}");
+        }
     }
 
     #[test]
     fn user_upsert_never_resurrects_a_tombstone() {
         for v in [1, 5, u64::MAX] {
-            assert_eq!(user_upsert(tombstone(5), v), Verdict::UserDeleted);
+            assert_eq!(user_upsert(tombstone(5), r(v)), Verdict::UserDeleted);
         }
     }
 
     #[test]
     fn tombstone_beats_a_live_user_whatever_the_versions() {
-        assert_eq!(user_tombstone(user(100), 1), Verdict::Apply);
-        assert_eq!(user_tombstone(None, 1), Verdict::Apply);
+        assert_eq!(user_tombstone(user(100), Rank::new(1, None)), Verdict::Apply);
+        assert_eq!(user_tombstone(None, Rank::new(1, None)), Verdict::Apply);
     }
 
     #[test]
     fn between_tombstones_the_higher_version_stays() {
-        assert_eq!(user_tombstone(tombstone(5), 6), Verdict::Apply);
-        assert_eq!(user_tombstone(tombstone(5), 5), Verdict::Duplicate);
-        assert_eq!(user_tombstone(tombstone(5), 4), Verdict::Stale);
+        assert_eq!(user_tombstone(tombstone(5), Rank::new(6, None)), Verdict::Apply);
+        assert_eq!(user_tombstone(tombstone(5), Rank::new(5, None)), Verdict::Duplicate);
+        assert_eq!(user_tombstone(tombstone(5), Rank::new(4, None)), Verdict::Stale);
     }
 
     #[test]
     fn no_session_is_written_for_a_deleted_user() {
         for terminal in [false, true] {
-            assert_eq!(session_upsert(true, None, 9, terminal), Verdict::UserDeleted);
-            assert_eq!(session_upsert(true, session(1, false), 9, terminal), Verdict::UserDeleted);
+            assert_eq!(session_upsert(true, None, r(9), terminal), Verdict::UserDeleted);
+            assert_eq!(session_upsert(true, session(1, false), r(9), terminal), Verdict::UserDeleted);
         }
     }
 
     #[test]
     fn terminal_session_beats_live_whatever_the_versions() {
-        assert_eq!(session_upsert(false, session(10, false), 1, true), Verdict::Apply);
-        assert_eq!(session_upsert(false, session(1, true), 10, false), Verdict::Stale);
+        assert_eq!(session_upsert(false, session(10, false), r(1), true), Verdict::Apply);
+        assert_eq!(session_upsert(false, session(1, true), r(10), false), Verdict::Stale);
     }
 
     #[test]
     fn sessions_of_one_class_follow_versions() {
         for terminal in [false, true] {
-            assert_eq!(session_upsert(false, session(5, terminal), 6, terminal), Verdict::Apply);
-            assert_eq!(session_upsert(false, session(5, terminal), 5, terminal), Verdict::Duplicate);
-            assert_eq!(session_upsert(false, session(5, terminal), 4, terminal), Verdict::Stale);
+            assert_eq!(session_upsert(false, session(5, terminal), r(6), terminal), Verdict::Apply);
+            assert_eq!(session_upsert(false, session(5, terminal), r(5), terminal), Verdict::Duplicate);
+            assert_eq!(session_upsert(false, session(5, terminal), r(4), terminal), Verdict::Stale);
         }
     }
 
@@ -347,7 +454,8 @@ mod tests {
                     assert!(condition::NAMES.iter().any(|(p, _)| *p == word), "{word} in {expression}");
                 }
                 if word.starts_with(':') {
-                    let declared = [condition::VERSION, condition::CREATED_AT, condition::ID].contains(&word)
+                    let declared = [condition::VERSION, condition::DIGEST, condition::CREATED_AT, condition::ID]
+                        .contains(&word)
                         || condition::TERMINAL_VALUES.contains(&word);
                     assert!(declared, "{word} in {expression}");
                 }
@@ -364,16 +472,18 @@ mod tests {
 
     #[test]
     fn organizations_follow_the_user_rules() {
-        assert_eq!(organization_upsert(None, 5), Verdict::Apply);
-        assert_eq!(organization_upsert(user(4), 5), Verdict::Apply);
-        assert_eq!(organization_upsert(user(5), 5), Verdict::Duplicate);
-        assert_eq!(organization_upsert(tombstone(1), 5), Verdict::OrganizationDeleted);
-        assert_eq!(organization_tombstone(user(100), 1), Verdict::Apply);
-        assert_eq!(organization_tombstone(tombstone(5), 5), Verdict::Duplicate);
+        assert_eq!(organization_upsert(None, r(5)), Verdict::Apply);
+        assert_eq!(organization_upsert(user(4), r(5)), Verdict::Apply);
+        assert_eq!(organization_upsert(user(5), r(5)), Verdict::Duplicate);
+        assert_eq!(organization_upsert(tombstone(1), r(5)), Verdict::OrganizationDeleted);
+        assert_eq!(organization_tombstone(user(100), Rank::new(1, None)), Verdict::Apply);
+        assert_eq!(organization_tombstone(tombstone(5), Rank::new(5, None)), Verdict::Duplicate);
     }
 
+    /// A membership state; tombstones carry no digest.
     const fn member(created_at: i64, id: &str, deleted: bool, version: u64) -> MembershipState<'_> {
-        MembershipState { created_at, id, deleted, version }
+        let digest = if deleted { None } else { Some(D1) };
+        MembershipState { created_at, id, deleted, rank: Rank::new(version, digest) }
     }
 
     #[test]
@@ -407,15 +517,16 @@ mod tests {
     }
 
     /// One user, one session of theirs, one organization and the user's membership of it, in a
-    /// table modelled in memory, to check the rules' algebra.
+    /// table modelled in memory, to check the rules' algebra. Upserts carry one of two digests, so
+    /// histories hold different contents at one version.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     enum Offer {
-        User(u64),
+        User(Rank),
         Delete(u64),
-        Session { version: u64, terminal: bool },
-        Organization(u64),
+        Session { rank: Rank, terminal: bool },
+        Organization(Rank),
         DeleteOrganization(u64),
-        Membership { created_at: i64, id: &'static str, deleted: bool, version: u64 },
+        Membership { created_at: i64, id: &'static str, deleted: bool, rank: Rank },
     }
 
     #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -429,37 +540,38 @@ mod tests {
     impl Model {
         fn offer(&mut self, offer: Offer) {
             let deleted = |item: Option<Stored>| item.is_some_and(|s| s.deleted);
+            let live = |rank: Rank, terminal: bool| Some(Stored { rank, deleted: false, terminal });
             match offer {
-                Offer::User(v) => {
-                    if user_upsert(self.user, v) == Verdict::Apply {
-                        self.user = user(v);
+                Offer::User(rank) => {
+                    if user_upsert(self.user, rank) == Verdict::Apply {
+                        self.user = live(rank, false);
                     }
                 }
                 Offer::Delete(v) => {
-                    if user_tombstone(self.user, v) == Verdict::Apply {
+                    if user_tombstone(self.user, Rank::new(v, None)) == Verdict::Apply {
                         self.user = tombstone(v);
                     }
                     self.session = None;
                     self.membership = None;
                 }
-                Offer::Session { version, terminal } => {
-                    if session_upsert(deleted(self.user), self.session, version, terminal) == Verdict::Apply {
-                        self.session = session(version, terminal);
+                Offer::Session { rank, terminal } => {
+                    if session_upsert(deleted(self.user), self.session, rank, terminal) == Verdict::Apply {
+                        self.session = live(rank, terminal);
                     }
                 }
-                Offer::Organization(v) => {
-                    if organization_upsert(self.organization, v) == Verdict::Apply {
-                        self.organization = user(v);
+                Offer::Organization(rank) => {
+                    if organization_upsert(self.organization, rank) == Verdict::Apply {
+                        self.organization = live(rank, false);
                     }
                 }
                 Offer::DeleteOrganization(v) => {
-                    if organization_tombstone(self.organization, v) == Verdict::Apply {
+                    if organization_tombstone(self.organization, Rank::new(v, None)) == Verdict::Apply {
                         self.organization = tombstone(v);
                     }
                     self.membership = None;
                 }
-                Offer::Membership { created_at, id, deleted: gone, version } => {
-                    let incoming = member(created_at, id, gone, version);
+                Offer::Membership { created_at, id, deleted: gone, rank } => {
+                    let incoming = MembershipState { created_at, id, deleted: gone, rank };
                     let blocked = deleted(self.user) || deleted(self.organization);
                     if !blocked && membership(self.membership, incoming) == Verdict::Apply {
                         self.membership = Some(incoming);
@@ -471,14 +583,20 @@ mod tests {
 
     /// A history of offers, and the same offers each delivered one to three times, shuffled.
     fn history_and_delivery() -> impl Strategy<Value = (Vec<Offer>, Vec<Offer>)> {
+        let rank = (1u64..20, prop::sample::select(vec![D1, D2])).prop_map(|(v, d)| Rank::new(v, Some(d)));
         let offer = prop_oneof![
-            (1u64..20).prop_map(Offer::User),
+            rank.clone().prop_map(Offer::User),
             (1u64..20).prop_map(Offer::Delete),
-            (1u64..20, any::<bool>()).prop_map(|(version, terminal)| Offer::Session { version, terminal }),
-            (1u64..20).prop_map(Offer::Organization),
+            (rank.clone(), any::<bool>()).prop_map(|(rank, terminal)| Offer::Session { rank, terminal }),
+            rank.clone().prop_map(Offer::Organization),
             (1u64..20).prop_map(Offer::DeleteOrganization),
-            (1i64..4, prop::sample::select(vec!["orgmem_a", "orgmem_b"]), any::<bool>(), 1u64..20)
-                .prop_map(|(created_at, id, deleted, version)| Offer::Membership { created_at, id, deleted, version }),
+            (1i64..4, prop::sample::select(vec!["orgmem_a", "orgmem_b"]), any::<bool>(), rank).prop_map(
+                |(created_at, id, deleted, rank)| {
+                    // A membership's tombstone carries no digest.
+                    let rank = if deleted { Rank::new(rank.version, None) } else { rank };
+                    Offer::Membership { created_at, id, deleted, rank }
+                }
+            ),
         ];
         proptest::collection::vec((offer, 1usize..=3), 1..16).prop_flat_map(|history| {
             let delivered: Vec<Offer> = history.iter().flat_map(|(o, n)| std::iter::repeat_n(*o, *n)).collect();

@@ -20,18 +20,18 @@ use aws_sdk_dynamodb::types::{
 use serde::Serialize;
 use tracing::warn;
 
+use crate::item::{self, Fit};
 use crate::plan::{self, MembershipItem, SessionItem, Tombstone, Write};
-use crate::rules::{self, MembershipState, Stored, Verdict, condition};
+use crate::rules::{self, Digest, MembershipState, Rank, Stored, Verdict, condition};
 use crate::tls::{self, Trust};
+
+pub use crate::item::Item;
 
 /// DynamoDB's BatchWriteItem limit.
 const BATCH_SIZE: usize = 25;
 /// How often a write that lost a transaction conflict, or batch items DynamoDB left unprocessed,
 /// are tried again before the delivery fails with a 5xx (and Svix retries it later).
 const MAX_CONTENTION_RETRIES: u32 = 4;
-
-/// An item as the SDK sends it.
-pub type Item = HashMap<String, AttributeValue>;
 
 /// What applying a plan did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,11 +41,13 @@ pub struct Applied {
     pub sessions_removed: usize,
     /// Memberships (each a pair of items) removed by a user or organization deletion.
     pub memberships_removed: usize,
+    /// What the item gave up to fit DynamoDB's limits (nothing, nearly always).
+    pub fit: Fit,
 }
 
 impl Applied {
-    fn verdict(verdict: Verdict) -> Self {
-        Self { verdict, sessions_removed: 0, memberships_removed: 0 }
+    fn written(verdict: Verdict, fit: Fit) -> Self {
+        Self { verdict, sessions_removed: 0, memberships_removed: 0, fit }
     }
 }
 
@@ -54,6 +56,9 @@ impl Applied {
 pub enum StoreError {
     #[error("DynamoDB {operation} failed: {detail}")]
     Request { operation: &'static str, detail: String, transient: bool },
+    /// DynamoDB refused the request as invalid (`ValidationException`): sending it again cannot help.
+    #[error("DynamoDB {operation} refused the request as invalid: {detail}")]
+    Invalid { operation: &'static str, detail: String },
     #[error("DynamoDB {operation} kept losing to concurrent writes or throttling")]
     Contention { operation: &'static str },
     #[error("an item could not be converted for DynamoDB: {0}")]
@@ -68,7 +73,7 @@ impl StoreError {
         match self {
             StoreError::Request { transient, .. } => *transient,
             StoreError::Contention { .. } => true,
-            StoreError::Conversion(_) | StoreError::RulesDisagree => false,
+            StoreError::Invalid { .. } | StoreError::Conversion(_) | StoreError::RulesDisagree => false,
         }
     }
 }
@@ -134,41 +139,54 @@ impl Store {
 
     /// Carries out one write.
     pub async fn apply(&self, write: &Write) -> Result<Applied, StoreError> {
+        let rank = write.rank();
         match write {
             Write::UpsertUser(item) => {
-                let rule = |s| rules::user_upsert(Some(s), item.version);
-                self.put_root(to_item(item)?, condition::USER_UPSERT, item.version, rule).await.map(Applied::verdict)
+                let rule = |s| rules::user_upsert(Some(s), rank);
+                let built = item::build(to_item(item)?, Some(&item.public_metadata));
+                self.put_root(built, condition::USER_UPSERT, rank, rule).await
             }
             Write::DeleteUser(tombstone) => {
-                let rule = |s| rules::user_tombstone(Some(s), tombstone.version);
+                let rule = |s| rules::user_tombstone(Some(s), rank);
                 self.delete_root(tombstone, condition::USER_TOMBSTONE, rule).await
             }
-            Write::UpsertSession(item) => self.put_session(item).await.map(Applied::verdict),
+            Write::UpsertSession(item) => self.put_session(item).await,
             Write::UpsertOrganization(item) => {
-                let rule = |s| rules::organization_upsert(Some(s), item.version);
-                let expression = condition::ORGANIZATION_UPSERT;
-                self.put_root(to_item(item)?, expression, item.version, rule).await.map(Applied::verdict)
+                let rule = |s| rules::organization_upsert(Some(s), rank);
+                let built = item::build(to_item(item)?, Some(&item.public_metadata));
+                self.put_root(built, condition::ORGANIZATION_UPSERT, rank, rule).await
             }
             Write::DeleteOrganization(tombstone) => {
-                let rule = |s| rules::organization_tombstone(Some(s), tombstone.version);
+                let rule = |s| rules::organization_tombstone(Some(s), rank);
                 self.delete_root(tombstone, condition::ORGANIZATION_TOMBSTONE, rule).await
             }
-            Write::PutMembership(item) => self.put_membership(item).await.map(Applied::verdict),
+            Write::PutMembership(item) => self.put_membership(item).await,
         }
     }
 
-    /// A user or organization item: one conditional PutItem.
+    /// A user or organization item: one conditional PutItem. If DynamoDB refuses the item as
+    /// invalid all the same (a limit [`item`] does not know of), its skeleton is written instead,
+    /// so that the version and every scalar field land and later changes are not refused too.
     async fn put_root(
         &self,
-        item: Item,
+        (item, fit): (Item, Fit),
         expression: &'static str,
-        version: u64,
+        rank: Rank,
         rule: impl FnOnce(Stored) -> Verdict,
-    ) -> Result<Verdict, StoreError> {
-        Ok(match self.conditional_put(item, expression, version).await? {
+    ) -> Result<Applied, StoreError> {
+        let (written, fit) = match self.conditional_put(item.clone(), expression, rank).await {
+            Err(StoreError::Invalid { detail, .. }) => {
+                warn!(reason = %detail, "DynamoDB refused the item; writing it without data and public_metadata");
+                let skeleton = item::skeleton(&item);
+                (self.conditional_put(skeleton, expression, rank).await?, Fit { refused: true, ..fit })
+            }
+            other => (other?, fit),
+        };
+        let verdict = match written {
             Written => Verdict::Apply,
             Refused(stored) => refused(stored, rule)?,
-        })
+        };
+        Ok(Applied::written(verdict, fit))
     }
 
     /// Writes a user's or organization's tombstone first, then removes what hangs off it: a
@@ -182,27 +200,30 @@ impl Store {
         expression: &'static str,
         rule: impl FnOnce(Stored) -> Verdict,
     ) -> Result<Applied, StoreError> {
-        let verdict = self.put_root(to_item(tombstone)?, expression, tombstone.version, rule).await?;
+        let built = (to_item(tombstone)?, Fit::default());
+        let verdict = self.put_root(built, expression, tombstone.rank(), rule).await?.verdict;
         let (sessions_removed, memberships_removed) = self.remove_children(&tombstone.pk, tombstone.sk).await?;
-        Ok(Applied { verdict, sessions_removed, memberships_removed })
+        Ok(Applied { verdict, sessions_removed, memberships_removed, fit: Fit::default() })
     }
 
     /// One transaction: the user must not be deleted, and the session condition must hold.
-    async fn put_session(&self, item: &SessionItem) -> Result<Verdict, StoreError> {
+    async fn put_session(&self, item: &SessionItem) -> Result<Applied, StoreError> {
         let terminal = item.is_terminal();
         let expression = condition::session_upsert(terminal);
         let guards = [(item.pk.clone(), plan::USER_SK, Verdict::UserDeleted)];
+        let rank = item.rank();
         let judge = |stored_item: Option<&Item>| {
-            refused(stored_item.and_then(stored), |s| rules::session_upsert(false, Some(s), item.version, terminal))
+            refused(stored_item.and_then(stored), |s| rules::session_upsert(false, Some(s), rank, terminal))
         };
-        let values = values(expression, item.version);
-        self.guarded_put(&guards, vec![to_item(item)?], expression, values, judge).await
+        let values = values(expression, rank);
+        let (built, fit) = item::build(to_item(item)?, None);
+        self.guarded_put(&guards, vec![built], fit, expression, values, judge).await
     }
 
     /// One transaction: neither the organization nor the user may be deleted, and both items of
     /// the membership (under the organization and under the user) take the write under the
     /// membership condition. They are only ever written together, so they always agree.
-    async fn put_membership(&self, item: &MembershipItem) -> Result<Verdict, StoreError> {
+    async fn put_membership(&self, item: &MembershipItem) -> Result<Applied, StoreError> {
         let expression = condition::membership(item.deleted);
         let guards = [
             (plan::organization_pk(&item.organization_id), plan::ORGANIZATION_SK, Verdict::OrganizationDeleted),
@@ -212,23 +233,53 @@ impl Store {
         let judge = |stored_item: Option<&Item>| {
             refused(stored_item.and_then(stored_membership), |s| rules::membership(Some(s), incoming))
         };
-        let mut values = values(expression, item.version);
+        let mut values = values(expression, item.rank());
         values.insert(condition::CREATED_AT.to_owned(), AttributeValue::N(item.created_at.to_string()));
         values.insert(condition::ID.to_owned(), AttributeValue::S(item.id.clone()));
-        let puts = vec![to_item(item)?, to_item(&item.under_user())?];
-        self.guarded_put(&guards, puts, expression, values, judge).await
+        let metadata = item.public_metadata.as_deref();
+        let (under_organization, fit) = item::build(to_item(item)?, metadata);
+        let (under_user, fit_under_user) = item::build(to_item(&item.under_user())?, metadata);
+        let fit = Fit {
+            metadata_as_text: fit.metadata_as_text || fit_under_user.metadata_as_text,
+            data_omitted: fit.data_omitted || fit_under_user.data_omitted,
+            metadata_omitted: fit.metadata_omitted || fit_under_user.metadata_omitted,
+            refused: false,
+        };
+        self.guarded_put(&guards, vec![under_organization, under_user], fit, expression, values, judge).await
     }
 
     /// A TransactWriteItems of `guards` (items that must not be tombstones: `(pk, sk, the verdict
     /// if one is)`) and `puts` under `expression`. A refused put is judged by `judge` from what was
-    /// stored; a conflict with another transaction is tried again.
+    /// stored; a conflict with another transaction is tried again. If DynamoDB refuses a put as
+    /// invalid, the puts' skeletons are written instead (see [`Store::put_root`]).
     async fn guarded_put(
         &self,
         guards: &[(String, &'static str, Verdict)],
         puts: Vec<Item>,
+        fit: Fit,
         expression: &'static str,
         values: HashMap<String, AttributeValue>,
         judge: impl Fn(Option<&Item>) -> Result<Verdict, StoreError>,
+    ) -> Result<Applied, StoreError> {
+        let result = self.transact(guards, puts.clone(), expression, &values, &judge).await;
+        match result {
+            Err(StoreError::Invalid { detail, .. }) => {
+                warn!(reason = %detail, "DynamoDB refused the item; writing it without data and public_metadata");
+                let skeletons = puts.iter().map(item::skeleton).collect();
+                let verdict = self.transact(guards, skeletons, expression, &values, &judge).await?;
+                Ok(Applied::written(verdict, Fit { refused: true, ..fit }))
+            }
+            other => Ok(Applied::written(other?, fit)),
+        }
+    }
+
+    async fn transact(
+        &self,
+        guards: &[(String, &'static str, Verdict)],
+        puts: Vec<Item>,
+        expression: &'static str,
+        values: &HashMap<String, AttributeValue>,
+        judge: &impl Fn(Option<&Item>) -> Result<Verdict, StoreError>,
     ) -> Result<Verdict, StoreError> {
         let build_error = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Conversion(e.to_string());
         let mut request = self.client.transact_write_items();
@@ -276,7 +327,7 @@ impl Store {
             }
             if let Some(invalid) = reasons.iter().find(|r| r.code() == Some("ValidationError")) {
                 let detail = format!("ValidationError: {}", invalid.message().unwrap_or(""));
-                return Err(StoreError::Request { operation: "TransactWriteItems", detail, transient: false });
+                return Err(StoreError::Invalid { operation: "TransactWriteItems", detail });
             }
             warn!(attempt, reasons = ?codes(&reasons), "transaction cancelled; trying again");
             backoff(attempt).await;
@@ -284,34 +335,36 @@ impl Store {
         Err(StoreError::Contention { operation: "TransactWriteItems" })
     }
 
-    /// A PutItem under `expression`, with what was stored when the condition refused it.
-    async fn conditional_put(
-        &self,
-        item: Item,
-        expression: &'static str,
-        version: u64,
-    ) -> Result<ConditionalPut, StoreError> {
-        let result = self
+    /// A PutItem under `expression`, with what was stored when the condition refused it. A
+    /// conflict with a transaction on the same item (`TransactionConflictException`, common when a
+    /// session's transaction checks the user item this write replaces) is tried again with backoff.
+    async fn conditional_put(&self, item: Item, expression: &'static str, rank: Rank) -> Result<ConditionalPut, StoreError> {
+        let request = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression(expression)
             .set_expression_attribute_names(Some(names(expression)))
-            .set_expression_attribute_values(Some(values(expression, version)))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Written),
-            Err(SdkError::ServiceError(e)) => match e.into_err() {
-                PutItemError::ConditionalCheckFailedException(failed) => {
-                    Ok(Refused(failed.item.as_ref().and_then(stored)))
-                }
-                other => Err(service_error("PutItem", &other)),
-            },
-            Err(other) => Err(request_error("PutItem", other)),
+            .set_expression_attribute_values(Some(values(expression, rank)))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        for attempt in 0..=MAX_CONTENTION_RETRIES {
+            match request.clone().send().await {
+                Ok(_) => return Ok(Written),
+                Err(SdkError::ServiceError(e)) => match e.into_err() {
+                    PutItemError::ConditionalCheckFailedException(failed) => {
+                        return Ok(Refused(failed.item.as_ref().and_then(stored)));
+                    }
+                    PutItemError::TransactionConflictException(_) => {
+                        warn!(attempt, "PutItem conflicted with a transaction; trying again");
+                        backoff(attempt).await;
+                    }
+                    other => return Err(service_error("PutItem", &other)),
+                },
+                Err(other) => return Err(request_error("PutItem", other)),
+            }
         }
+        Err(StoreError::Contention { operation: "PutItem" })
     }
 
     /// Removes every item in the partition `pk` but its root (`root_sk`), and the other item of
@@ -406,10 +459,16 @@ fn codes(reasons: &[CancellationReason]) -> Vec<&str> {
 
 /// Reads the precedence-relevant attributes of a stored item.
 fn stored(item: &Item) -> Option<Stored> {
-    let version = item.get("version")?.as_n().ok()?.parse().ok()?;
     let deleted = matches!(item.get("deleted"), Some(AttributeValue::Bool(true)));
     let terminal = item.get("status").and_then(|s| s.as_s().ok()).is_some_and(|s| rules::is_terminal(s));
-    Some(Stored { version, deleted, terminal })
+    Some(Stored { rank: stored_rank(item)?, deleted, terminal })
+}
+
+/// A stored item's `version` and `digest`.
+fn stored_rank(item: &Item) -> Option<Rank> {
+    let version = item.get("version")?.as_n().ok()?.parse().ok()?;
+    let digest = item.get("digest").and_then(|d| d.as_s().ok()).and_then(|d| Digest::from_hex(d));
+    Some(Rank::new(version, digest))
 }
 
 /// Reads what the membership rule compares from a stored membership item.
@@ -418,7 +477,7 @@ fn stored_membership(item: &Item) -> Option<MembershipState<'_>> {
         created_at: item.get("created_at")?.as_n().ok()?.parse().ok()?,
         id: item.get("id")?.as_s().ok()?,
         deleted: matches!(item.get("deleted"), Some(AttributeValue::Bool(true))),
-        version: item.get("version")?.as_n().ok()?.parse().ok()?,
+        rank: stored_rank(item)?,
     })
 }
 
@@ -426,8 +485,14 @@ fn names(expression: &str) -> HashMap<String, String> {
     condition::names_used_by(expression).map(|(p, n)| (p.to_owned(), n.to_owned())).collect()
 }
 
-fn values(expression: &str, version: u64) -> HashMap<String, AttributeValue> {
-    let mut values = HashMap::from([(condition::VERSION.to_owned(), AttributeValue::N(version.to_string()))]);
+/// The incoming rank's placeholders (and the terminal statuses) an expression uses. An absent
+/// digest is the empty string, below every digest, as [`Rank`] orders it.
+fn values(expression: &str, rank: Rank) -> HashMap<String, AttributeValue> {
+    let mut values = HashMap::from([(condition::VERSION.to_owned(), AttributeValue::N(rank.version.to_string()))]);
+    if expression.contains(condition::DIGEST) {
+        let digest = rank.digest.map(Digest::to_hex).unwrap_or_default();
+        values.insert(condition::DIGEST.to_owned(), AttributeValue::S(digest));
+    }
     for (placeholder, status) in condition::TERMINAL_VALUES.iter().zip(rules::TERMINAL_SESSION_STATUSES) {
         if expression.contains(placeholder) {
             values.insert((*placeholder).to_owned(), AttributeValue::S(status.to_owned()));
@@ -454,9 +519,13 @@ fn service_error(operation: &'static str, error: &impl ProvideErrorMetadata) -> 
             | "InternalServerError"
             | "ServiceUnavailable"
             | "TransactionInProgressException"
+            | "TransactionConflictException"
     );
     // The message DynamoDB sends names attributes and limits, never item values.
     let detail = format!("{code}: {}", error.message().unwrap_or(""));
+    if code == "ValidationException" {
+        return StoreError::Invalid { operation, detail };
+    }
     StoreError::Request { operation, detail, transient }
 }
 
