@@ -1,5 +1,6 @@
-//! Hostile input on the public endpoint: each gets a clear 4xx, nothing is written, and the work
-//! done before verification is bounded.
+//! Hostile input on the public endpoint: each gets a clear 4xx and nothing is written (or, where a
+//! signed Clerk event is merely extreme, it is stored), and the work done before verification is
+//! bounded.
 
 mod common;
 
@@ -34,13 +35,33 @@ async fn non_utf8_body_is_401_unsigned_and_400_signed() {
     assert!(body["error"].as_str().unwrap().contains("not valid JSON"), "{body}");
 }
 
+/// JSON nested far deeper than DynamoDB's 32 levels (and than serde_json's recursion limit) in
+/// Clerk's metadata is valid and signed: it is stored, as text, with no stack exhausted.
 #[tokio::test]
-async fn deeply_nested_json_is_400_without_exhausting_the_stack() {
+async fn deeply_nested_metadata_is_stored_as_text_without_exhausting_the_stack() {
     let table = TestTable::create().await;
     for depth in [200, 100_000] {
         let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
-        let body =
-            format!(r#"{{"type":"user.created","data":{{"id":"user_1","updated_at":1,"public_metadata":{nested}}}}}"#);
+        let body = format!(
+            r#"{{"type":"user.created","data":{{"id":"user_1","updated_at":{depth},"public_metadata":{nested}}}}}"#
+        );
+        let mut event = fixture("user-created");
+        set_body(&mut event, body.as_bytes());
+        sign(&mut event, "msg_nested");
+        let (status, answer) = answer(&table.app().handle(request(&event)).await);
+        assert_eq!(status, 200, "depth {depth}: {answer}");
+        let item = table.item("USER#user_1", "USER").await.unwrap();
+        assert_eq!(item["public_metadata"], json!(nested), "depth {depth}");
+    }
+}
+
+/// The envelope itself nested beyond serde_json's recursion limit: 400, nothing written.
+#[tokio::test]
+async fn deeply_nested_envelope_is_400_without_exhausting_the_stack() {
+    let table = TestTable::create().await;
+    for depth in [200, 100_000] {
+        let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let body = format!(r#"{{"type":"user.created","data":{nested}}}"#);
         let mut event = fixture("user-created");
         set_body(&mut event, body.as_bytes());
         sign(&mut event, "msg_nested");

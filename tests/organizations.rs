@@ -59,7 +59,7 @@ async fn organization_created_writes_the_organization_item() {
     assert_eq!(item["created_at"], 1654013202977_i64);
     assert_eq!((item["updated_at"].as_i64(), item["version"].as_i64()), (Some(2000), Some(2000)));
     assert_eq!(item["public_metadata"], json!({"tier": "Acme"}));
-    assert_eq!(item["data"]["max_allowed_memberships"], 5, "the whole Clerk object is kept");
+    assert_eq!(data_of(&item)["max_allowed_memberships"], 5, "the whole Clerk object is kept");
 }
 
 #[tokio::test]
@@ -87,9 +87,9 @@ async fn membership_is_written_under_the_organization_and_under_the_user() {
     assert_eq!((member["created_at"].as_i64(), member["updated_at"].as_i64()), (Some(5000), Some(5000)));
     assert_eq!(member["public_metadata"], json!({"team": "org:admin"}));
     assert_eq!(member["version"], 5000);
-    assert_eq!(member["data"]["permissions"], json!(["org:sys_memberships:read"]));
-    assert_eq!(member["data"].get("organization"), None, "the organization lives in its own item");
-    assert_eq!(member["data"].get("public_user_data"), None, "no copy of the user's name and email");
+    assert_eq!(data_of(&member)["permissions"], json!(["org:sys_memberships:read"]));
+    assert_eq!(data_of(&member).get("organization"), None, "the organization lives in its own item");
+    assert_eq!(data_of(&member).get("public_user_data"), None, "no copy of the user's name and email");
     assert_eq!(member.get("deleted"), None);
 
     let mirror = table.item(USER_PK, USER_ORG_SK).await.expect("membership under the user");

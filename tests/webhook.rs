@@ -42,7 +42,7 @@ async fn user_created_writes_the_user_item_with_clerk_field_names() {
     assert_eq!(item["last_sign_in_at"], 1000);
     assert_eq!(item["public_metadata"], json!({"nickname": "Ada", "plan": "pro"}));
     assert_eq!(item["version"], 1000);
-    assert_eq!(item["data"]["private_metadata"], json!({"internal": "Ada"}), "the whole Clerk object is kept");
+    assert_eq!(data_of(&item)["private_metadata"], json!({"internal": "Ada"}), "the whole Clerk object is kept");
     assert_eq!(item.get("username"), None, "null fields are absent");
     assert_eq!(item.get("deleted"), None);
 }
@@ -183,8 +183,8 @@ async fn session_created_writes_the_session_under_its_user_without_the_embedded_
     assert_eq!(item["expire_at"], 1654619118265_i64);
     assert_eq!(item["abandon_at"], 1656606318265_i64);
     assert_eq!(item["version"], 1100);
-    assert_eq!(item["data"]["id"], SESSION);
-    assert_eq!(item["data"].get("user"), None);
+    assert_eq!(data_of(&item)["id"], SESSION);
+    assert_eq!(data_of(&item).get("user"), None);
 }
 
 #[tokio::test]

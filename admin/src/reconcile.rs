@@ -86,6 +86,7 @@ impl StoredMembership {
             updated_at: None,
             public_metadata: None,
             version,
+            digest: None,
             data: None,
         }
     }

@@ -227,6 +227,11 @@ impl TestTable {
     }
 }
 
+/// The Clerk object an item keeps in `data` (its JSON text), parsed; `Null` when there is none.
+pub fn data_of(item: &Value) -> Value {
+    item.get("data").and_then(Value::as_str).map_or(Value::Null, |text| serde_json::from_str(text).unwrap())
+}
+
 /// A committed sample event (`events/<name>.json`) as JSON.
 pub fn fixture(name: &str) -> Value {
     let path = repo_path(&format!("events/{name}.json"));
