@@ -29,6 +29,23 @@ ensure_tools() {
   export PATH="$TOOLS/py/bin:$PATH"
 }
 
+# dynalite (npm), the DynamoDB emulator that copies DynamoDB's validation, into .tools/dynalite,
+# reinstalled only when scripts/dynalite/package-lock.json changes.
+ensure_dynalite() {
+  command -v npm >/dev/null || { echo "Node.js with npm is required (dynalite, for the storability tests)" >&2; exit 1; }
+  local dir="$TOOLS/dynalite" lock="$ROOT/scripts/dynalite/package-lock.json"
+  local stamp
+  stamp="$dir/.installed-$(sha256sum "$lock" | cut -c1-16)"
+  if [ ! -f "$stamp" ]; then
+    echo "==> installing dynalite into .tools/dynalite"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    cp "$ROOT/scripts/dynalite/package.json" "$lock" "$dir/"
+    (cd "$dir" && npm ci --silent --no-audit --no-fund) || { echo "could not install dynalite from npm" >&2; exit 1; }
+    touch "$stamp"
+  fi
+}
+
 CARGO_DENY_VERSION=0.20.2
 
 # cargo-deny, built from crates.io into .tools/cargo once (about 3 minutes).
@@ -79,6 +96,32 @@ stop_dynamodb() {
     kill "$DYNAMODB_PID" 2>/dev/null || true
     wait "$DYNAMODB_PID" 2>/dev/null || true
   fi
+  if [ -n "${DYNALITE_PID:-}" ]; then
+    kill "$DYNALITE_PID" 2>/dev/null || true
+    wait "$DYNALITE_PID" 2>/dev/null || true
+  fi
+}
+
+# start_dynalite: starts dynalite (in memory, tables active at once) on a free port; sets
+# DYNALITE_ENDPOINT and DYNALITE_PID. stop_dynamodb stops it too.
+start_dynalite() {
+  local port log="$TOOLS/dynalite.log"
+  port=$(free_port)
+  node "$TOOLS/dynalite/node_modules/dynalite/cli.js" --port "$port" \
+    --createTableMs 0 --deleteTableMs 0 --updateTableMs 0 >"$log" 2>&1 &
+  DYNALITE_PID=$!
+  DYNALITE_ENDPOINT="http://127.0.0.1:$port"
+  for _ in $(seq 1 100); do
+    if "$TOOLS/py/bin/python" -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; then
+      echo "==> dynalite (DynamoDB's validation) at $DYNALITE_ENDPOINT"
+      return 0
+    fi
+    kill -0 "$DYNALITE_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "dynalite did not start; its log:" >&2
+  cat "$log" >&2
+  exit 1
 }
 
 # start_function [cargo lambda watch options...]: runs the function under `cargo lambda watch`

@@ -113,6 +113,67 @@ async fn persistent_throttling_ends_in_503() {
     }
 }
 
+/// A PutItem on a user item that a session's transaction is checking at that moment fails with
+/// TransactionConflictException: contention, not an error.
+#[tokio::test]
+async fn a_transaction_conflict_on_a_put_is_retried_and_then_succeeds() {
+    let s = setup().await;
+    s.proxy.then(&[Fault::TransactionConflict, Fault::TransactionConflict]);
+    let (status, answer, _) = s.deliver(&user_created()).await;
+    assert_eq!((status, answer["outcome"].as_str()), (200, Some("applied")));
+    assert_eq!(s.proxy.forwarded(), 1);
+}
+
+#[tokio::test]
+async fn a_persistent_transaction_conflict_ends_in_503() {
+    let s = setup().await;
+    s.proxy.always(Fault::TransactionConflict);
+    let (status, _, took) = s.deliver(&user_created()).await;
+    assert_eq!(status, 503, "contention is worth retrying later, not a 500");
+    assert!(took < ANSWER_BOUND, "took {took:?}");
+    assert!(s.table.items().await.is_empty());
+}
+
+/// If DynamoDB refuses an item as invalid all the same (a limit the function does not know of),
+/// the event's version and every scalar field land, without `data` and `public_metadata`, the
+/// delivery is answered 200, and a later change (a ban) is applied as usual.
+#[tokio::test]
+async fn an_item_dynamodb_refuses_lands_as_its_skeleton_and_later_changes_apply() {
+    let s = setup().await;
+    s.proxy.then(&[Fault::Validation]);
+    let (status, answer, _) = s.deliver(&user_created()).await;
+    assert_eq!((status, answer["outcome"].as_str()), (200, Some("applied")), "{answer}");
+    let item = s.table.item(&format!("USER#{USER}"), "USER").await.unwrap();
+    assert_eq!(item["version"], 1_795_000_000_000_i64);
+    assert_eq!(item["first_name"], "Ada");
+    assert_eq!(item["omitted"], json!(["data", "public_metadata"]));
+    assert_eq!((item.get("data"), item.get("public_metadata")), (None, None));
+
+    let (status, answer, _) = s.deliver(&user_created()).await;
+    assert_eq!(answer["outcome"], "duplicate", "the same event again: {answer}");
+    assert_eq!(status, 200);
+
+    let ban = clerk::user("user.updated", USER, 1_795_000_000_001, "Ada").replace(r#""banned":false"#, r#""banned":true"#);
+    let (status, answer, _) = s.deliver(&ban).await;
+    assert_eq!((status, answer["outcome"].as_str()), (200, Some("applied")));
+    let item = s.table.item(&format!("USER#{USER}"), "USER").await.unwrap();
+    assert_eq!(data_of(&item)["banned"], true);
+    assert_eq!(item.get("omitted"), None);
+}
+
+/// The same inside a transaction: a session refused as invalid lands as its skeleton.
+#[tokio::test]
+async fn a_session_dynamodb_refuses_lands_as_its_skeleton() {
+    let s = setup().await;
+    let session = clerk::session("session.created", "sess_faulty", USER, "active", 1_795_000_000_000, None);
+    s.proxy.then(&[Fault::Validation]);
+    let (status, answer, _) = s.deliver(&session).await;
+    assert_eq!((status, answer["outcome"].as_str()), (200, Some("applied")), "{answer}");
+    let item = s.table.item(&format!("USER#{USER}"), "SESSION#sess_faulty").await.unwrap();
+    assert_eq!((item["status"].as_str(), item.get("data")), (Some("active"), None));
+    assert_eq!(item["omitted"], json!(["data"]));
+}
+
 #[tokio::test]
 async fn write_applied_whose_answer_was_lost_is_safely_delivered_again() {
     let story = [

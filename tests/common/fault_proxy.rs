@@ -1,7 +1,7 @@
 //! A fault-injecting HTTP proxy between the function's DynamoDB client and the local DynamoDB
 //! API. Each request it receives is passed through or met with a fault: dropped before it reaches
-//! DynamoDB, stalled, answered 500 or with a throttling error, or forwarded (so the write is
-//! applied) and its answer dropped.
+//! DynamoDB, stalled, answered 500 or with a throttling, transaction conflict or validation error,
+//! or forwarded (so the write is applied) and its answer dropped.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -26,6 +26,11 @@ pub enum Fault {
     ProvisionedThroughputExceeded,
     /// Answer 400 ThrottlingException without forwarding.
     Throttling,
+    /// Answer 400 TransactionConflictException without forwarding: the item was taking part in a
+    /// transaction at that moment.
+    TransactionConflict,
+    /// Answer 400 ValidationException without forwarding: DynamoDB refused the request as invalid.
+    Validation,
     /// Forward the request (DynamoDB applies it), then close the connection instead of answering.
     DropResponse,
 }
@@ -120,6 +125,8 @@ async fn serve(
             Fault::ServerError => error_answer(500, "InternalServerError"),
             Fault::ProvisionedThroughputExceeded => error_answer(400, "ProvisionedThroughputExceededException"),
             Fault::Throttling => error_answer(400, "ThrottlingException"),
+            Fault::TransactionConflict => error_answer(400, "TransactionConflictException"),
+            Fault::Validation => error_answer(400, "ValidationException"),
         };
         if client.write_all(&answer).await.is_err() {
             return;

@@ -6,6 +6,10 @@
 //! comes from another clock than `updated_at`, so it may be lower than the object's last update,
 //! and a membership's deletion carries its last `updated_at`: "in order" means the order things
 //! happened, not versions.
+//!
+//! Histories also hold twins: two different events of one object at one version (Clerk's own
+//! catalog has a `session.removed` and a `session.revoked` of one session with the same
+//! `updated_at`). Which of the two the table keeps must not depend on the order they arrive in.
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -145,16 +149,21 @@ pub fn versions(count: usize) -> impl Strategy<Value = Vec<i64>> {
 }
 
 pub fn user_history(user: usize) -> impl Strategy<Value = Vec<Event>> {
-    (0usize..=3, any::<bool>(), 0usize..NAMES.len(), 0i64..60_000)
-        .prop_flat_map(move |(updates, deleted, name, skew)| {
-            (versions(1 + updates + deleted as usize), Just((deleted, name, skew)))
+    (0usize..=3, any::<bool>(), 0usize..NAMES.len(), 0i64..60_000, any::<bool>())
+        .prop_flat_map(move |(updates, deleted, name, skew, twin)| {
+            (versions(1 + updates + deleted as usize), Just((deleted, name, skew, twin)))
         })
-        .prop_map(move |(versions, (deleted, name, skew))| {
+        .prop_map(move |(versions, (deleted, name, skew, twin))| {
             let mut events = Vec::new();
             let live = if deleted { &versions[..versions.len() - 1] } else { &versions[..] };
             for (i, version) in live.iter().enumerate() {
                 let event_type = if i == 0 { "user.created" } else { "user.updated" };
                 events.push(Event::User { event_type, user, version: *version, name: NAMES[(name + i) % NAMES.len()] });
+            }
+            if twin {
+                // Another change stamped with the last update's version.
+                let version = *live.last().unwrap();
+                events.push(Event::User { event_type: "user.updated", user, version, name: "Twin" });
             }
             if deleted {
                 let at = *versions.last().unwrap();
@@ -165,37 +174,49 @@ pub fn user_history(user: usize) -> impl Strategy<Value = Vec<Event>> {
 }
 
 pub fn session_history(user: usize, session: usize) -> impl Strategy<Value = Vec<Event>> {
-    (any::<bool>(), proptest::sample::subsequence(TERMINAL.to_vec(), 0..=2))
-        .prop_flat_map(|(pending, terminal)| {
-            (versions(1 + pending as usize + terminal.len()), Just((pending, terminal)))
+    (any::<bool>(), proptest::sample::subsequence(TERMINAL.to_vec(), 0..=2), 0usize..=TERMINAL.len())
+        .prop_flat_map(|(pending, terminal, twin)| {
+            (versions(1 + pending as usize + terminal.len()), Just((pending, terminal, twin)))
         })
-        .prop_map(move |(versions, (pending, terminal))| {
+        .prop_map(move |(versions, (pending, terminal, twin))| {
             let mut steps = Vec::new();
             if pending {
                 steps.push(("session.pending", "pending"));
             }
             steps.push(("session.created", "active"));
             steps.extend(terminal);
-            steps
+            let mut events: Vec<Event> = steps
                 .into_iter()
                 .zip(versions)
                 .map(|((event_type, status), version)| Event::Session { event_type, user, session, status, version })
-                .collect()
+                .collect();
+            // A twin of the last step: another terminal status at the same version (as Clerk's
+            // session.removed and session.revoked of one session), or none.
+            if let (Some((event_type, status)), Some(Event::Session { version, .. })) =
+                (TERMINAL.get(twin).copied(), events.last().cloned())
+            {
+                events.push(Event::Session { event_type, user, session, status, version });
+            }
+            events
         })
 }
 
 pub fn organization_history(organization: usize) -> impl Strategy<Value = Vec<Event>> {
-    (0usize..=2, any::<bool>(), 0usize..NAMES.len(), 0i64..60_000)
-        .prop_flat_map(|(updates, deleted, name, skew)| {
-            (versions(1 + updates + deleted as usize), Just((deleted, name, skew)))
+    (0usize..=2, any::<bool>(), 0usize..NAMES.len(), 0i64..60_000, any::<bool>())
+        .prop_flat_map(|(updates, deleted, name, skew, twin)| {
+            (versions(1 + updates + deleted as usize), Just((deleted, name, skew, twin)))
         })
-        .prop_map(move |(versions, (deleted, name, skew))| {
+        .prop_map(move |(versions, (deleted, name, skew, twin))| {
             let mut events = Vec::new();
             let live = if deleted { &versions[..versions.len() - 1] } else { &versions[..] };
             for (i, version) in live.iter().enumerate() {
                 let event_type = if i == 0 { "organization.created" } else { "organization.updated" };
                 let name = NAMES[(name + i) % NAMES.len()];
                 events.push(Event::Organization { event_type, organization, version: *version, name });
+            }
+            if twin {
+                let version = *live.last().unwrap();
+                events.push(Event::Organization { event_type: "organization.updated", organization, version, name: "Twin" });
             }
             if deleted {
                 let at = *versions.last().unwrap();
@@ -235,6 +256,8 @@ pub fn membership_history(organization: usize, user: usize) -> impl Strategy<Val
                 if updated {
                     last = (role + 1, times[1]);
                     events.push(membership("organizationMembership.updated", last.0, last.1, last.1));
+                    // A twin: another role at the same updated_at.
+                    events.push(membership("organizationMembership.updated", last.0 + 1, last.1, last.1));
                 }
                 if generation + 1 < count || deleted_last {
                     events.push(membership("organizationMembership.deleted", last.0, last.1, times[2]));

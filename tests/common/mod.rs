@@ -53,11 +53,11 @@ pub fn client_for(endpoint: &str) -> Client {
 
 /// A client that waits as long as the local DynamoDB API's queue takes (one request at a time),
 /// for load and for reading whole tables back; the production timeouts are tested in faults.rs.
-fn patient_client() -> Client {
+fn patient_client_for(endpoint: &str) -> Client {
     let timeouts = aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
         .operation_attempt_timeout(std::time::Duration::from_secs(30))
         .build();
-    client_with(&required_env("CLERK_SYNC_DYNAMODB_ENDPOINT"), timeouts)
+    client_with(endpoint, timeouts)
 }
 
 /// A DynamoDB client for `endpoint` with the production retries and `timeouts`.
@@ -131,10 +131,22 @@ fn keys(defs: &[KeyDef]) -> Vec<KeySchemaElement> {
 pub struct TestTable {
     pub name: String,
     pub client: Client,
+    endpoint: String,
 }
 
 impl TestTable {
+    /// A table on the local DynamoDB API (moto).
     pub async fn create() -> Self {
+        Self::create_on(&required_env("CLERK_SYNC_DYNAMODB_ENDPOINT")).await
+    }
+
+    /// A table on dynalite, which refuses what DynamoDB refuses (numbers, sizes) but has no
+    /// transactions: for PutItem writes and what they store.
+    pub async fn on_dynalite() -> Self {
+        Self::create_on(&required_env("CLERK_SYNC_DYNALITE_ENDPOINT")).await
+    }
+
+    async fn create_on(endpoint: &str) -> Self {
         capture_logs();
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let name = format!(
@@ -145,7 +157,7 @@ impl TestTable {
         );
         let path = required_env("CLERK_SYNC_TABLE_DEFINITION");
         let definition: TableDefinition = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        let client = client();
+        let client = client_for(endpoint);
         let attributes = definition.attribute_definitions.iter().map(|a| {
             AttributeDefinition::builder()
                 .attribute_name(&a.attribute_name)
@@ -175,7 +187,7 @@ impl TestTable {
             .send()
             .await
             .expect("create the test table");
-        Self { name, client }
+        Self { name, client, endpoint: endpoint.to_owned() }
     }
 
     pub fn store(&self) -> Store {
@@ -194,7 +206,7 @@ impl TestTable {
     /// tests, where the local DynamoDB API serving one request at a time queues 64 requests in flight
     /// for longer than the production per-attempt timeout. Timeouts themselves are tested in faults.rs.
     pub fn app_patient(&self) -> App {
-        App::new(self.config(true), Store::new(patient_client(), &self.name))
+        App::new(self.config(true), Store::new(patient_client_for(&self.endpoint), &self.name))
     }
 
     /// The function on this table, its DynamoDB client going through `endpoint` (a proxy).
@@ -213,7 +225,7 @@ impl TestTable {
     /// Every item, as plain JSON, keyed by (pk, sk).
     pub async fn items(&self) -> BTreeMap<(String, String), Value> {
         let mut items = BTreeMap::new();
-        let mut pages = patient_client().scan().table_name(&self.name).into_paginator().items().send();
+        let mut pages = patient_client_for(&self.endpoint).scan().table_name(&self.name).into_paginator().items().send();
         while let Some(item) = pages.next().await {
             let item: Value = serde_dynamo::aws_sdk_dynamodb_1::from_item(item.unwrap()).unwrap();
             let key = (item["pk"].as_str().unwrap().to_owned(), item["sk"].as_str().unwrap().to_owned());
@@ -224,6 +236,13 @@ impl TestTable {
 
     pub async fn item(&self, pk: &str, sk: &str) -> Option<Value> {
         self.items().await.remove(&(pk.to_owned(), sk.to_owned()))
+    }
+
+    /// One item exactly as DynamoDB holds it (numbers as their text, no conversion).
+    pub async fn raw_item(&self, pk: &str, sk: &str) -> Option<store::Item> {
+        let key = |v: &str| aws_sdk_dynamodb::types::AttributeValue::S(v.to_owned());
+        let got = self.client.get_item().table_name(&self.name).key("pk", key(pk)).key("sk", key(sk));
+        got.consistent_read(true).send().await.unwrap().item
     }
 }
 
