@@ -43,6 +43,11 @@ pub struct State {
 }
 
 impl State {
+    /// Objects skipped because DynamoDB would not store them.
+    pub fn skipped(&self) -> u64 {
+        [self.users, self.sessions, self.organizations, self.memberships].iter().map(|t| t.skipped).sum()
+    }
+
     /// The counts of what is imported, a line each.
     pub fn counts(&self, sessions: bool, organizations: bool) -> String {
         let line = |name: &str, t: &Tally| format!("{name}: fetched={} {}", t.fetched, t.verdicts());

@@ -28,6 +28,9 @@ const SECRET_KEY_VAR: &str = "CLERK_SECRET_KEY";
 const FAILED: u8 = 1;
 const USAGE: u8 = 2;
 const REFUSED: u8 = 3;
+/// Done, but some objects could not be stored (each named on stderr): running again would skip
+/// them again.
+const SKIPPED: u8 = 4;
 
 #[derive(Parser)]
 #[command(
@@ -198,7 +201,7 @@ async fn backfill(args: BackfillArgs) -> ExitCode {
     println!("backfill {outcome}: pages={} elapsed={elapsed:.1}s", state.pages);
     println!("{}", state.counts(options.sessions, options.organizations));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => done(state.skipped()),
         Err(e) => {
             eprintln!("error: {e}");
             eprintln!("resume with: {}", resume_command(state.cursor.as_deref()));
@@ -242,11 +245,19 @@ async fn reconcile(args: ReconcileArgs) -> ExitCode {
     println!("reconcile {outcome}: elapsed={elapsed:.1}s");
     println!("{}", report.lines(options.dry_run, options.organizations));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => done(report.skipped()),
         Err(e @ RunError::TooManyDeletions { .. }) => fail(&e.to_string(), REFUSED),
         // Every write is idempotent and reconcile recomputes the drift: running it again resumes.
         Err(e) => fail(&format!("{e}; run reconcile again once the cause is fixed"), FAILED),
     }
+}
+
+/// A run that went to the end: 0, or 4 when objects were skipped.
+fn done(skipped: u64) -> ExitCode {
+    if skipped == 0 {
+        return ExitCode::SUCCESS;
+    }
+    fail(&format!("{skipped} object(s) could not be stored: each is named above (skipped <id>: <why>)"), SKIPPED)
 }
 
 /// This run's command line with `--starting-after <cursor>` (replacing any given), shell-quoted.

@@ -137,6 +137,15 @@ pub struct Report {
 }
 
 impl Report {
+    /// Objects skipped because DynamoDB would not store them.
+    pub fn skipped(&self) -> u64 {
+        [&self.users, &self.organizations, &self.memberships]
+            .iter()
+            .flat_map(|d| [d.missing, d.outdated, d.deleted_in_clerk])
+            .map(|t| t.skipped)
+            .sum()
+    }
+
     pub fn lines(&self, dry_run: bool, organizations: bool) -> String {
         let verb = if dry_run { "would write" } else { "written" };
         let drift = |name: &str, t: &Tally| {

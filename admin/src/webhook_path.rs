@@ -149,6 +149,9 @@ pub struct Tally {
     pub organization_deleted: u64,
     pub sessions_removed: u64,
     pub memberships_removed: u64,
+    /// Objects DynamoDB would not store even without `data` and `public_metadata`: each is named
+    /// on stderr (`skipped <id>: <why>`), and the run goes on.
+    pub skipped: u64,
 }
 
 impl Tally {
@@ -166,16 +169,18 @@ impl Tally {
 
     pub fn verdicts(&self) -> String {
         format!(
-            "applied={} duplicate={} stale={} user_deleted={}",
-            self.applied, self.duplicate, self.stale, self.user_deleted
+            "applied={} duplicate={} stale={} user_deleted={} skipped={}",
+            self.applied, self.duplicate, self.stale, self.user_deleted, self.skipped
         )
     }
 }
 
 /// Offers every write to the table through `Store::apply`, a bounded number at once, counting the
-/// verdicts into `tally` (and showing it through `report`). On the first failure no further write
-/// starts; those in flight finish and are counted, then the failure is returned. Every write is
-/// idempotent, so offering the same ones again after a failure is safe.
+/// verdicts into `tally` (and showing it through `report`). A write that can never succeed (DynamoDB
+/// refused even its skeleton: not transient) is skipped and named on stderr, so that no object
+/// stops every run at the same place. On the first other failure no further write starts; those
+/// in flight finish and are counted, then the failure is returned. Every write is idempotent, so
+/// offering the same ones again after a failure is safe.
 pub async fn apply_all(
     store: &Store,
     planned: Vec<Planned>,
@@ -194,6 +199,10 @@ pub async fn apply_all(
         let Some(joined) = running.join_next().await else { break };
         match joined {
             Ok((_, Ok(applied))) => tally.count(applied),
+            Ok((id, Err(source))) if !source.is_transient() => {
+                tally.skipped += 1;
+                eprintln!("skipped {id}: {source}");
+            }
             Ok((id, Err(source))) => {
                 failure.get_or_insert(RunError::Write { id, source });
             }

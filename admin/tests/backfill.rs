@@ -346,3 +346,25 @@ async fn unknown_table_is_a_clear_error_before_anything_is_read_from_clerk() {
     assert!(run.stderr.contains("(table clerk-sync-no-such-table)"), "{run}");
     assert!(clerk.received().is_empty());
 }
+
+/// An object DynamoDB will not store in any form (here: every form of the user refused as
+/// invalid) is skipped and named, the run goes on to the organizations, and it ends with exit 4:
+/// never a stop that resuming would meet again at the same object.
+#[tokio::test]
+async fn an_object_dynamodb_refuses_is_skipped_and_named_and_the_run_goes_on() {
+    use common::fault_proxy::Fault as DynamoDbFault;
+    let (clerk, table, mut admin) = setup(users(1), vec![]).await;
+    clerk.set_organizations(vec![organization("org_1", 5)], vec![]);
+    let proxy = common::proxy().await;
+    // DescribeTable at start, then the user's item and its skeleton are refused.
+    proxy.then(&[DynamoDbFault::Pass, DynamoDbFault::Validation, DynamoDbFault::Validation]);
+    admin.dynamodb_endpoint = Some(proxy.endpoint());
+    let run = admin.run(&["backfill", "--organizations", FAST]).await;
+    assert_eq!(run.code, Some(4), "{run}");
+    assert!(run.stderr.contains(&format!("skipped {}: DynamoDB PutItem refused the request as invalid", user_id(0))), "{run}");
+    assert_eq!((run.figure("users:", "skipped"), run.figure("users:", "applied")), (1, 0));
+    assert_eq!(run.figure("organizations:", "applied"), 1);
+    assert!(user_items(&table).await.is_empty());
+    assert!(!run.stderr.contains("resume with"), "{run}");
+}
+

@@ -364,6 +364,8 @@ pub struct Admin {
     pub api_url: String,
     pub table: String,
     pub key: String,
+    /// Another DynamoDB endpoint than the local one (a fault proxy in front of it).
+    pub dynamodb_endpoint: Option<String>,
 }
 
 /// What a run of the binary printed, and how it ended.
@@ -399,14 +401,16 @@ impl std::fmt::Display for Run {
 
 impl Admin {
     pub fn new(clerk: &FakeClerk, table: &common::TestTable) -> Self {
-        Self { api_url: clerk.base.clone(), table: table.name.clone(), key: KEY.to_owned() }
+        Self { api_url: clerk.base.clone(), table: table.name.clone(), key: KEY.to_owned(), dynamodb_endpoint: None }
     }
 
     /// Runs `clerk-sync-admin ARGS` with only the environment it needs (the key, the table, the
     /// API URL, local AWS settings), and checks that nothing it printed holds the secret key or
     /// personal data.
     pub async fn run(&self, args: &[&str]) -> Run {
-        let endpoint = std::env::var("CLERK_SYNC_DYNAMODB_ENDPOINT").expect("CLERK_SYNC_DYNAMODB_ENDPOINT");
+        let endpoint = self.dynamodb_endpoint.clone().unwrap_or_else(|| {
+            std::env::var("CLERK_SYNC_DYNAMODB_ENDPOINT").expect("CLERK_SYNC_DYNAMODB_ENDPOINT")
+        });
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_clerk-sync-admin"));
         command
             .args(args)
