@@ -1,10 +1,14 @@
 """Fails if the function's logs, captured across the integration suite, hold a secret or
-personal data.
+personal data, or break the contract template.yaml's ItemsLeftOut metric filter relies on.
 
 Looks for: the signing secrets of events/env.json and the test suites in any encoding (as
 written, without the prefix, the raw key in hex, base64 and base64url); anything shaped like an
 email address; and the names, usernames and metadata values of the sample payloads in events/
 and of the payloads the Rust tests generate (tests/common).
+
+A delivery whose item left something out (`stored_as` says "stored without") must carry
+`left_out: true`, which the metric filter `{ $.fields.left_out IS TRUE }` counts, and no other line
+may; the suite makes such deliveries (tests/storable.rs, tests/faults.rs), so at least one is seen.
 
 Usage: audit_logs.py LOG_DIR
 """
@@ -73,7 +77,7 @@ def main():
     words = sample_personal_data() | set(TEST_PERSONAL_DATA)
     word_patterns = [(w, re.compile(r"(?<![A-Za-z0-9])" + re.escape(w) + r"(?![A-Za-z0-9])")) for w in words]
 
-    lines = deliveries = 0
+    lines = deliveries = left_out = 0
     problems = []
     for path in sorted(log_dir.glob("*.jsonl")):
         for number, line in enumerate(path.read_text().splitlines(), 1):
@@ -83,12 +87,19 @@ def main():
             problems += [f"{where}: a signing secret" for s in secrets if s in line]
             problems += [f"{where}: an email address" for _ in EMAIL.findall(line)[:1]]
             problems += [f"{where}: personal data {w!r}" for w, p in word_patterns if p.search(line)]
+            fields = json.loads(line).get("fields", {}) if line.startswith("{") else {}
+            stored_without = "stored without" in str(fields.get("stored_as", ""))
+            left_out += fields.get("left_out") is True
+            if stored_without != (fields.get("left_out") is True):
+                problems.append(f"{where}: stored_as and left_out disagree (the ItemsLeftOut metric would miscount)")
     if deliveries < 100:
         sys.exit(f"audit_logs: only {deliveries} delivery lines in {log_dir}: the logs were not captured")
+    if left_out == 0:
+        problems.append("no delivery logged left_out: true, though the suite stores items without data")
     if problems:
         print("\n".join(problems[:50]))
         sys.exit(f"audit_logs: {len(problems)} leak(s) in {lines} log lines")
-    print(f"audit_logs: {lines} log lines ({deliveries} deliveries) hold no secret and no personal data")
+    print(f"audit_logs: {lines} log lines ({deliveries} deliveries, {left_out} left_out) hold no secret and no personal data")
 
 
 if __name__ == "__main__":

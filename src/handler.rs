@@ -211,8 +211,8 @@ struct LogLine {
     memberships_removed: Option<usize>,
     /// What the item gave up to fit DynamoDB's limits, if anything.
     stored_as: Option<&'static str>,
-    /// Whether that left something out of the item: logged as a warning, which the template's
-    /// `ItemsLeftOut` metric counts.
+    /// Whether that left something out of the item: logged as a warning with `left_out: true`,
+    /// which the template's `ItemsLeftOut` metric counts.
     lost: bool,
     reason: Option<String>,
 }
@@ -242,6 +242,7 @@ impl LogLine {
                     sessions_removed = self.sessions_removed,
                     memberships_removed = self.memberships_removed,
                     stored_as = self.stored_as,
+                    left_out = self.lost.then_some(true),
                     reason = self.reason.as_deref(),
                     status,
                     "delivery"

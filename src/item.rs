@@ -109,7 +109,8 @@ pub fn build(mut item: Item, public_metadata: Option<&str>) -> (Item, Fit) {
 /// every scalar field (a ban, a role) still land.
 pub fn skeleton(item: &Item) -> Item {
     let mut skeleton = item.clone();
-    let omitted: Vec<&str> = [DATA, PUBLIC_METADATA].into_iter().filter(|name| skeleton.remove(*name).is_some()).collect();
+    let omitted: Vec<&str> =
+        [DATA, PUBLIC_METADATA].into_iter().filter(|name| skeleton.remove(*name).is_some()).collect();
     mark_omitted(&mut skeleton, &omitted);
     skeleton
 }
@@ -255,8 +256,15 @@ mod tests {
         assert_eq!(n(digits38).as_deref(), Some(digits38));
         assert_eq!(n("1e125").as_deref(), Some("1E125"));
         assert_eq!(n("-1E-130").as_deref(), Some("-1E-130"));
-        assert_eq!(n("9.9999999999999999999999999999999999999E+125").as_deref(), Some("9.9999999999999999999999999999999999999E125"));
-        assert_eq!(n("1000000000000000000000000000000000000000").as_deref(), Some("1E39"), "trailing zeros are not significant");
+        assert_eq!(
+            n("9.9999999999999999999999999999999999999E+125").as_deref(),
+            Some("9.9999999999999999999999999999999999999E125")
+        );
+        assert_eq!(
+            n("1000000000000000000000000000000000000000").as_deref(),
+            Some("1E39"),
+            "trailing zeros are not significant"
+        );
     }
 
     #[test]
@@ -298,7 +306,8 @@ mod tests {
 
     #[test]
     fn what_a_map_cannot_hold_is_refused() {
-        for json in [r#"{"":1}"#, r#"{"a":1e400}"#, r#"{"a":"\ud800"}"#, &format!(r#"{{"{}":1}}"#, "k".repeat(65_536))] {
+        for json in [r#"{"":1}"#, r#"{"a":1e400}"#, r#"{"a":"\ud800"}"#, &format!(r#"{{"{}":1}}"#, "k".repeat(65_536))]
+        {
             assert_eq!(attribute(json), None, "{}", &json[..json.len().min(40)]);
         }
     }

@@ -249,12 +249,7 @@ impl MembershipItem {
 
     /// What the membership rule compares.
     pub fn state(&self) -> rules::MembershipState<'_> {
-        rules::MembershipState {
-            created_at: self.created_at,
-            id: &self.id,
-            deleted: self.deleted,
-            rank: self.rank(),
-        }
+        rules::MembershipState { created_at: self.created_at, id: &self.id, deleted: self.deleted, rank: self.rank() }
     }
 
     pub fn rank(&self) -> Rank {
@@ -609,7 +604,11 @@ mod tests {
         };
         let attributes = serde_json::to_value(&item).unwrap();
         let keys: Vec<&str> = attributes.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(keys, ["digest", "id", "pk", "sk", "updated_at", "version"], "public_metadata is added by the store");
+        assert_eq!(
+            keys,
+            ["digest", "id", "pk", "sk", "updated_at", "version"],
+            "public_metadata is added by the store"
+        );
     }
 
     #[test]
@@ -629,7 +628,9 @@ mod tests {
         let Some(Write::UpsertSession(item)) = plan(&session_event(&data, None), KEEP).unwrap() else { panic!() };
         assert_eq!(
             item.data.as_deref(),
-            Some(r#"{"id":"sess_1","object":"session","user_id":"user_1","status":"active","updated_at":7,"n":123456789012345678901234567890,"kéy":[1.50]}"#)
+            Some(
+                r#"{"id":"sess_1","object":"session","user_id":"user_1","status":"active","updated_at":7,"n":123456789012345678901234567890,"kéy":[1.50]}"#
+            )
         );
     }
 
@@ -643,7 +644,8 @@ mod tests {
         let removed = r#"{"id":"sess_1","user_id":"user_1","status":"removed","updated_at":7}"#;
         let revoked = r#"{"id":"sess_1","user_id":"user_1","status":"revoked","updated_at":7}"#;
         assert_ne!(digest(removed), digest(revoked));
-        let with_user = r#"{"id":"sess_1","user_id":"user_1","status":"removed","updated_at":7,"user":{"id":"user_1"}}"#;
+        let with_user =
+            r#"{"id":"sess_1","user_id":"user_1","status":"removed","updated_at":7,"user":{"id":"user_1"}}"#;
         assert_eq!(digest(removed), digest(with_user), "the embedded user is not kept, so it does not count");
     }
 

@@ -371,7 +371,11 @@ mod tests {
         let stored = |rank| Some(Stored { rank, deleted: false, terminal: false });
         assert_eq!(user_upsert(stored(low), high), Verdict::Apply);
         assert_eq!(user_upsert(stored(high), low), Verdict::Stale);
-        assert_eq!(user_upsert(stored(Rank::new(5, None)), low), Verdict::Apply, "an item without a digest ranks lowest");
+        assert_eq!(
+            user_upsert(stored(Rank::new(5, None)), low),
+            Verdict::Apply,
+            "an item without a digest ranks lowest"
+        );
         for terminal in [false, true] {
             let session = |rank| Some(Stored { rank, deleted: false, terminal });
             assert_eq!(session_upsert(false, session(low), high, terminal), Verdict::Apply);

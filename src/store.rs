@@ -338,7 +338,12 @@ impl Store {
     /// A PutItem under `expression`, with what was stored when the condition refused it. A
     /// conflict with a transaction on the same item (`TransactionConflictException`, common when a
     /// session's transaction checks the user item this write replaces) is tried again with backoff.
-    async fn conditional_put(&self, item: Item, expression: &'static str, rank: Rank) -> Result<ConditionalPut, StoreError> {
+    async fn conditional_put(
+        &self,
+        item: Item,
+        expression: &'static str,
+        rank: Rank,
+    ) -> Result<ConditionalPut, StoreError> {
         let request = self
             .client
             .put_item()

@@ -153,7 +153,8 @@ async fn an_item_dynamodb_refuses_lands_as_its_skeleton_and_later_changes_apply(
     assert_eq!(answer["outcome"], "duplicate", "the same event again: {answer}");
     assert_eq!(status, 200);
 
-    let ban = clerk::user("user.updated", USER, 1_795_000_000_001, "Ada").replace(r#""banned":false"#, r#""banned":true"#);
+    let ban =
+        clerk::user("user.updated", USER, 1_795_000_000_001, "Ada").replace(r#""banned":false"#, r#""banned":true"#);
     let (status, answer, _) = s.deliver(&ban).await;
     assert_eq!((status, answer["outcome"].as_str()), (200, Some("applied")));
     let item = s.table.item(&format!("USER#{USER}"), "USER").await.unwrap();

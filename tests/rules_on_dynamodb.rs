@@ -201,7 +201,8 @@ async fn session_upsert_condition_matches_the_rule() {
                     }
                     let write = Write::UpsertSession(session_item(&user, &session, incoming, incoming_terminal));
                     let applied = store.apply(&write).await.unwrap();
-                    let stored = stored_terminal.map(|terminal| Stored { rank: stored_rank(), deleted: false, terminal });
+                    let stored =
+                        stored_terminal.map(|terminal| Stored { rank: stored_rank(), deleted: false, terminal });
                     let deleted = matches!(user_state, UserState::Deleted);
                     let expected = rules::session_upsert(deleted, stored, incoming, incoming_terminal);
                     let case =

@@ -126,8 +126,12 @@ fn leaf() -> impl Strategy<Value = Json> {
         any::<String>().prop_map(Json::Str),
         Just(Json::Str(String::new())),
         number(),
-        prop::sample::select(vec!["18446744073709551617", "9007199254740993", "-170141183460469231731687303715884105729"])
-            .prop_map(|n| Json::Num(n.into())),
+        prop::sample::select(vec![
+            "18446744073709551617",
+            "9007199254740993",
+            "-170141183460469231731687303715884105729"
+        ])
+        .prop_map(|n| Json::Num(n.into())),
     ]
 }
 
@@ -304,7 +308,8 @@ async fn session_and_membership_items_with_hostile_content_are_valid_items() {
     let mut items = Vec::new();
     for (event_type, data) in [("session.created", session), ("organizationMembership.created", membership)] {
         let raw = RawValue::from_string(data).unwrap();
-        let event = Event { event_type: event_type.into(), timestamp: None, kind: read_object(event_type, &raw).unwrap() };
+        let event =
+            Event { event_type: event_type.into(), timestamp: None, kind: read_object(event_type, &raw).unwrap() };
         match plan::plan(&event, plan::Options { store_clerk_data: true }).unwrap().unwrap() {
             Write::UpsertSession(session) => items.push(item::build(to_item(&session).unwrap(), None)),
             Write::PutMembership(membership) => {

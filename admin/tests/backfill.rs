@@ -361,10 +361,12 @@ async fn an_object_dynamodb_refuses_is_skipped_and_named_and_the_run_goes_on() {
     admin.dynamodb_endpoint = Some(proxy.endpoint());
     let run = admin.run(&["backfill", "--organizations", FAST]).await;
     assert_eq!(run.code, Some(4), "{run}");
-    assert!(run.stderr.contains(&format!("skipped {}: DynamoDB PutItem refused the request as invalid", user_id(0))), "{run}");
+    assert!(
+        run.stderr.contains(&format!("skipped {}: DynamoDB PutItem refused the request as invalid", user_id(0))),
+        "{run}"
+    );
     assert_eq!((run.figure("users:", "skipped"), run.figure("users:", "applied")), (1, 0));
     assert_eq!(run.figure("organizations:", "applied"), 1);
     assert!(user_items(&table).await.is_empty());
     assert!(!run.stderr.contains("resume with"), "{run}");
 }
-

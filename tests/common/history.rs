@@ -216,7 +216,12 @@ pub fn organization_history(organization: usize) -> impl Strategy<Value = Vec<Ev
             }
             if twin {
                 let version = *live.last().unwrap();
-                events.push(Event::Organization { event_type: "organization.updated", organization, version, name: "Twin" });
+                events.push(Event::Organization {
+                    event_type: "organization.updated",
+                    organization,
+                    version,
+                    name: "Twin",
+                });
             }
             if deleted {
                 let at = *versions.last().unwrap();

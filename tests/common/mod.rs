@@ -225,7 +225,8 @@ impl TestTable {
     /// Every item, as plain JSON, keyed by (pk, sk).
     pub async fn items(&self) -> BTreeMap<(String, String), Value> {
         let mut items = BTreeMap::new();
-        let mut pages = patient_client_for(&self.endpoint).scan().table_name(&self.name).into_paginator().items().send();
+        let mut pages =
+            patient_client_for(&self.endpoint).scan().table_name(&self.name).into_paginator().items().send();
         while let Some(item) = pages.next().await {
             let item: Value = serde_dynamo::aws_sdk_dynamodb_1::from_item(item.unwrap()).unwrap();
             let key = (item["pk"].as_str().unwrap().to_owned(), item["sk"].as_str().unwrap().to_owned());

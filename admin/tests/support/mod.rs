@@ -408,9 +408,10 @@ impl Admin {
     /// API URL, local AWS settings), and checks that nothing it printed holds the secret key or
     /// personal data.
     pub async fn run(&self, args: &[&str]) -> Run {
-        let endpoint = self.dynamodb_endpoint.clone().unwrap_or_else(|| {
-            std::env::var("CLERK_SYNC_DYNAMODB_ENDPOINT").expect("CLERK_SYNC_DYNAMODB_ENDPOINT")
-        });
+        let endpoint = self
+            .dynamodb_endpoint
+            .clone()
+            .unwrap_or_else(|| std::env::var("CLERK_SYNC_DYNAMODB_ENDPOINT").expect("CLERK_SYNC_DYNAMODB_ENDPOINT"));
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_clerk-sync-admin"));
         command
             .args(args)
