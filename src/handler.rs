@@ -130,6 +130,7 @@ impl App {
                 log.sessions_removed =
                     matches!(event.kind, EventKind::UserDeleted { .. }).then_some(applied.sessions_removed);
                 log.memberships_removed = removes_memberships(&event.kind).then_some(applied.memberships_removed);
+                log.removal = removes_memberships(&event.kind).then_some(removal(applied));
                 log.stored_as = applied.fit.reason();
                 log.lost = applied.fit.lost_something();
                 log.answered(outcome(verdict_name(applied.verdict), &event.event_type, Some(applied), &event.kind))
@@ -182,9 +183,16 @@ fn outcome(name: &'static str, event_type: &str, applied: Option<Applied>, kind:
         }
         if removes_memberships(kind) {
             body["memberships_removed"] = json!(applied.memberships_removed);
+            body["removal"] = json!(removal(applied));
         }
     }
     respond(StatusCode::OK, &body)
+}
+
+/// Whether a deletion removed everything under its tombstone, or left the rest to the cleanup
+/// function on the table's stream (and to any redelivery): the tombstone is written either way.
+fn removal(applied: Applied) -> &'static str {
+    if applied.removal_complete { "complete" } else { "continues" }
 }
 
 fn error(status: StatusCode, message: &str) -> Response<Body> {
@@ -209,6 +217,7 @@ struct LogLine {
     outcome: Option<&'static str>,
     sessions_removed: Option<usize>,
     memberships_removed: Option<usize>,
+    removal: Option<&'static str>,
     /// What the item gave up to fit DynamoDB's limits, if anything.
     stored_as: Option<&'static str>,
     /// Whether that left something out of the item: logged as a warning with `left_out: true`,
@@ -241,6 +250,7 @@ impl LogLine {
                     outcome = self.outcome,
                     sessions_removed = self.sessions_removed,
                     memberships_removed = self.memberships_removed,
+                    removal = self.removal,
                     stored_as = self.stored_as,
                     left_out = self.lost.then_some(true),
                     reason = self.reason.as_deref(),

@@ -9,7 +9,11 @@
 //! 5. [`store`]: one conditional DynamoDB request that enforces those rules, on the item [`item`]
 //!    makes of the plan (within DynamoDB's limits, whatever the content); its client trusts the
 //!    roots [`tls`] chooses at init.
+//!
+//! A second function, on the table's stream, finishes deletions too large for one delivery:
+//! [`cleanup`].
 
+pub mod cleanup;
 pub mod config;
 pub mod event;
 pub mod handler;

@@ -203,7 +203,7 @@ async fn organization_deleted_leaves_a_tombstone_and_removes_every_membership_on
     assert_eq!(status, 200);
     assert_eq!(
         body,
-        json!({"outcome": "applied", "type": "organization.deleted", "id": ORG, "memberships_removed": 3})
+        json!({"outcome": "applied", "type": "organization.deleted", "id": ORG, "memberships_removed": 3, "removal": "complete"})
     );
     let keys: Vec<(String, String)> = table.items().await.into_keys().collect();
     let expected = [(ORG_PK, "ORG"), ("ORG#org_elsewhere", MEMBER_SK), (USER_PK, "ORG#org_elsewhere")]
@@ -251,7 +251,7 @@ async fn user_deleted_removes_their_memberships_in_every_organization() {
     let (_, body) = deliver(&table, &clerk::user_deleted(USER, DELETED_AT)).await;
     assert_eq!(
         body,
-        json!({"outcome": "applied", "type": "user.deleted", "id": USER, "sessions_removed": 1, "memberships_removed": 2})
+        json!({"outcome": "applied", "type": "user.deleted", "id": USER, "sessions_removed": 1, "memberships_removed": 2, "removal": "complete"})
     );
     let keys: Vec<(String, String)> = table.items().await.into_keys().collect();
     let expected = [(ORG_PK, "MEMBER#user_other"), (USER_PK, "USER"), ("USER#user_other", USER_ORG_SK)]

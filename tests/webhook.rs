@@ -113,7 +113,7 @@ async fn user_deleted_leaves_a_tombstone_without_personal_data_and_removes_sessi
     assert_eq!(status, 200);
     assert_eq!(
         body,
-        json!({"outcome": "applied", "type": "user.deleted", "id": USER, "sessions_removed": 2, "memberships_removed": 0})
+        json!({"outcome": "applied", "type": "user.deleted", "id": USER, "sessions_removed": 2, "memberships_removed": 0, "removal": "complete"})
     );
     let items = table.items().await;
     assert_eq!(items.len(), 1, "only the tombstone is left: {items:?}");

@@ -14,8 +14,7 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, ConditionCheck, DeleteRequest, Put, ReturnValuesOnConditionCheckFailure,
-    TransactWriteItem, WriteRequest,
+    AttributeValue, CancellationReason, ConditionCheck, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
 use serde::Serialize;
 use tracing::warn;
@@ -27,8 +26,14 @@ use crate::tls::{self, Trust};
 
 pub use crate::item::Item;
 
-/// DynamoDB's BatchWriteItem limit.
-const BATCH_SIZE: usize = 25;
+mod deletion;
+
+pub use deletion::Removal;
+
+/// How long a deletion may spend removing what hangs off a tombstone within one delivery, after
+/// the tombstone is written: with the requests then in flight (at most one operation timeout), it
+/// stays inside the handler's 8 s deadline.
+pub const DEFAULT_REMOVAL_BUDGET: Duration = Duration::from_secs(3);
 /// How often a write that lost a transaction conflict, or batch items DynamoDB left unprocessed,
 /// are tried again before the delivery fails with a 5xx (and Svix retries it later).
 const MAX_CONTENTION_RETRIES: u32 = 4;
@@ -43,11 +48,14 @@ pub struct Applied {
     pub memberships_removed: usize,
     /// What the item gave up to fit DynamoDB's limits (nothing, nearly always).
     pub fit: Fit,
+    /// For a deletion: whether everything under the tombstone is gone. When not, what is left is
+    /// finished by the next attempt (see [`Store::delete_root`]).
+    pub removal_complete: bool,
 }
 
 impl Applied {
     fn written(verdict: Verdict, fit: Fit) -> Self {
-        Self { verdict, sessions_removed: 0, memberships_removed: 0, fit }
+        Self { verdict, sessions_removed: 0, memberships_removed: 0, fit, removal_complete: true }
     }
 }
 
@@ -97,11 +105,35 @@ pub fn retry_config() -> RetryConfig {
 pub struct Store {
     client: Client,
     table: String,
+    removal_budget: Duration,
+    removal_page_size: i32,
 }
 
 impl Store {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        let (removal_budget, removal_page_size) = (DEFAULT_REMOVAL_BUDGET, deletion::DEFAULT_PAGE_SIZE);
+        Self { client, table: table.into(), removal_budget, removal_page_size }
+    }
+
+    /// The same store, spending up to `budget` on what hangs off a tombstone in one call (the
+    /// cleanup function and the operator's tool have far more time than a delivery).
+    pub fn with_removal_budget(mut self, budget: Duration) -> Self {
+        self.removal_budget = budget;
+        self
+    }
+
+    /// The same store, reading `size` keys per page while removing (tests use small pages to
+    /// cut removals between pages).
+    pub fn with_removal_page_size(mut self, size: i32) -> Self {
+        self.removal_page_size = size.max(1);
+        self
+    }
+
+    /// Finishes removing what hangs off a tombstone (`pk`, `root_sk`): what the cleanup function
+    /// on the table's stream and `clerk-sync-admin reconcile` call for a tombstone already written.
+    pub async fn remove_under_tombstone(&self, pk: &str, root_sk: &str) -> Result<Removal, StoreError> {
+        let deadline = tokio::time::Instant::now() + self.removal_budget;
+        self.remove_children(pk, root_sk, deadline).await
     }
 
     /// A store on the standard AWS configuration chain (region, credentials, and
@@ -189,11 +221,11 @@ impl Store {
         Ok(Applied::written(verdict, fit))
     }
 
-    /// Writes a user's or organization's tombstone first, then removes what hangs off it: a
-    /// user's sessions and memberships, an organization's memberships (both items of each). From
-    /// the moment the tombstone is written no such write can succeed (they check it in their
-    /// transaction), so the consistent query that follows sees every item there will ever be. A
-    /// retry after a failure in between finds the tombstone and removes what is left.
+    /// Writes a user's or organization's tombstone first, then removes what hangs off it (see
+    /// [`deletion`]) for as long as the store's removal budget allows. From the moment the
+    /// tombstone is written no such write can succeed (they check it in their transaction), so
+    /// what is left is finished by any later attempt: a redelivery, the cleanup function on the
+    /// table's stream, or `clerk-sync-admin reconcile`.
     async fn delete_root(
         &self,
         tombstone: &Tombstone,
@@ -202,8 +234,15 @@ impl Store {
     ) -> Result<Applied, StoreError> {
         let built = (to_item(tombstone)?, Fit::default());
         let verdict = self.put_root(built, expression, tombstone.rank(), rule).await?.verdict;
-        let (sessions_removed, memberships_removed) = self.remove_children(&tombstone.pk, tombstone.sk).await?;
-        Ok(Applied { verdict, sessions_removed, memberships_removed, fit: Fit::default() })
+        let deadline = tokio::time::Instant::now() + self.removal_budget;
+        let removal = self.remove_children(&tombstone.pk, tombstone.sk, deadline).await?;
+        Ok(Applied {
+            verdict,
+            sessions_removed: removal.sessions,
+            memberships_removed: removal.memberships,
+            fit: Fit::default(),
+            removal_complete: removal.complete,
+        })
     }
 
     /// One transaction: the user must not be deleted, and the session condition must hold.
@@ -370,71 +409,6 @@ impl Store {
             }
         }
         Err(StoreError::Contention { operation: "PutItem" })
-    }
-
-    /// Removes every item in the partition `pk` but its root (`root_sk`), and the other item of
-    /// each membership among them; returns how many sessions and memberships there were.
-    async fn remove_children(&self, pk: &str, root_sk: &str) -> Result<(usize, usize), StoreError> {
-        let (mut keys, mut sessions, mut memberships) = (Vec::new(), 0, 0);
-        let mut pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
-            .projection_expression("pk, sk")
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send();
-        while let Some(key) = pages.next().await {
-            let key = key.map_err(|e| request_error("Query", e))?;
-            let sk = key.get("sk").and_then(|sk| sk.as_s().ok()).map(String::as_str).unwrap_or_default();
-            if sk == root_sk {
-                continue;
-            }
-            if sk.starts_with(plan::SESSION_SK_PREFIX) {
-                sessions += 1;
-            }
-            if let Some((other_pk, other_sk)) = plan::membership_counterpart(pk, sk) {
-                memberships += 1;
-                keys.push(Item::from([
-                    ("pk".to_owned(), AttributeValue::S(other_pk)),
-                    ("sk".to_owned(), AttributeValue::S(other_sk)),
-                ]));
-            }
-            keys.push(key);
-        }
-        for chunk in keys.chunks(BATCH_SIZE) {
-            self.batch_delete(chunk).await?;
-        }
-        Ok((sessions, memberships))
-    }
-
-    async fn batch_delete(&self, keys: &[Item]) -> Result<(), StoreError> {
-        let mut requests: Vec<WriteRequest> = keys
-            .iter()
-            .map(|key| {
-                let delete = DeleteRequest::builder().set_key(Some(key.clone())).build();
-                delete.map(|d| WriteRequest::builder().delete_request(d).build())
-            })
-            .collect::<Result<_, _>>()
-            .map_err(|e| StoreError::Conversion(e.to_string()))?;
-        for attempt in 0..=MAX_CONTENTION_RETRIES {
-            let output = self
-                .client
-                .batch_write_item()
-                .request_items(&self.table, requests)
-                .send()
-                .await
-                .map_err(|e| request_error("BatchWriteItem", e))?;
-            requests = output.unprocessed_items.and_then(|mut left| left.remove(&self.table)).unwrap_or_default();
-            if requests.is_empty() {
-                return Ok(());
-            }
-            backoff(attempt).await;
-        }
-        Err(StoreError::Contention { operation: "BatchWriteItem" })
     }
 }
 

@@ -1,0 +1,82 @@
+//! The table's stream in: finishing deletions outside the delivery that wrote their tombstone.
+//!
+//! `user.deleted` and `organization.deleted` write the tombstone, remove what hangs off it for as
+//! long as the delivery's budget allows, and answer. The rest (an organization of 100,000 members
+//! takes minutes on DynamoDB) is finished here, by a second function on the table's stream, with
+//! Lambda's own retries: every record that writes a user or organization tombstone is removed
+//! under page by page (see `store::deletion`). A record not finished by the function's deadline,
+//! or whose removal failed, is reported as a batch item failure: Lambda hands the stream back from
+//! it, with the progress kept, and after its retries sends it to the on-failure queue.
+
+use std::time::Duration;
+
+use aws_lambda_events::event::dynamodb::{Event, EventRecord};
+use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use serde_dynamo::AttributeValue;
+
+use crate::plan;
+use crate::store::Store;
+
+/// A tombstone a stream record wrote: its partition and root sort key.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Tombstone {
+    pub pk: String,
+    pub root_sk: &'static str,
+}
+
+/// The tombstone a record wrote, if it wrote one: an insert or modify of a user or organization
+/// item whose new image is deleted. Anything else (live items, sessions, memberships, removals,
+/// the records this function's own deletes make) is not ours to act on.
+pub fn tombstone(record: &EventRecord) -> Option<Tombstone> {
+    if !matches!(record.event_name.as_str(), "INSERT" | "MODIFY") {
+        return None;
+    }
+    let image = &record.change.new_image;
+    if image.get("deleted") != Some(&AttributeValue::Bool(true)) {
+        return None;
+    }
+    let root_sk = match image.get("sk").or_else(|| record.change.keys.get("sk")) {
+        Some(AttributeValue::S(sk)) if sk == plan::USER_SK => plan::USER_SK,
+        Some(AttributeValue::S(sk)) if sk == plan::ORGANIZATION_SK => plan::ORGANIZATION_SK,
+        _ => return None,
+    };
+    match record.change.keys.get("pk") {
+        Some(AttributeValue::S(pk)) => Some(Tombstone { pk: pk.clone(), root_sk }),
+        _ => None,
+    }
+}
+
+/// Finishes the removals a batch of stream records calls for, in order, with `store` (whose
+/// removal budget the caller sets from the time it has). Stops at the first record not finished
+/// and reports it: Lambda then hands the stream back from that record.
+pub async fn handle(store: &Store, event: Event) -> DynamoDbEventResponse {
+    let mut response = DynamoDbEventResponse::default();
+    for record in &event.records {
+        let Some(tombstone) = tombstone(record) else { continue };
+        let sequence = record.change.sequence_number.clone();
+        let outcome = store.remove_under_tombstone(&tombstone.pk, tombstone.root_sk).await;
+        match &outcome {
+            Ok(removal) => tracing::info!(
+                pk = tombstone.pk,
+                sessions_removed = removal.sessions,
+                memberships_removed = removal.memberships,
+                complete = removal.complete,
+                "cleanup"
+            ),
+            Err(e) => tracing::error!(pk = tombstone.pk, error = %e, "cleanup failed; the record will be retried"),
+        }
+        if !matches!(outcome, Ok(removal) if removal.complete) {
+            let mut failure = DynamoDbBatchItemFailure::default();
+            failure.item_identifier = sequence;
+            response.batch_item_failures.push(failure);
+            return response;
+        }
+    }
+    response
+}
+
+/// How long a cleanup invocation may spend removing, given the time left before its deadline:
+/// it stops starting pages early enough for the requests in flight to finish and to answer.
+pub fn budget(remaining: Duration) -> Duration {
+    remaining.saturating_sub(Duration::from_secs(10)).max(Duration::from_secs(1))
+}
