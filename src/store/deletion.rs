@@ -39,7 +39,12 @@ impl Store {
     /// Removes every item in the partition `pk` but its root (`root_sk`), and the other item of
     /// each membership among them, page by page until the partition is empty or `deadline` has
     /// passed (checked between pages, so each call removes at least one page).
-    pub(super) async fn remove_children(&self, pk: &str, root_sk: &str, deadline: Instant) -> Result<Removal, StoreError> {
+    pub(super) async fn remove_children(
+        &self,
+        pk: &str,
+        root_sk: &str,
+        deadline: Instant,
+    ) -> Result<Removal, StoreError> {
         let mut removal = Removal::default();
         let mut start = None;
         loop {

@@ -31,6 +31,10 @@ pub enum Fault {
     TransactionConflict,
     /// Answer 400 ValidationException without forwarding: DynamoDB refused the request as invalid.
     Validation,
+    /// For a BatchWriteItem, process only the requests whose key's `pk` starts with this prefix
+    /// and answer the others as `UnprocessedItems`, as DynamoDB does under throttling; any other
+    /// request passes.
+    ProcessOnly(&'static str),
     /// Forward the request (DynamoDB applies it), then close the connection instead of answering.
     DropResponse,
 }
@@ -109,6 +113,21 @@ async fn serve(
             plan.next.pop_front().unwrap_or(otherwise)
         };
         let answer = match fault {
+            Fault::ProcessOnly(prefix) => match split_batch(&request, prefix) {
+                None => match forward(&request, upstream).await {
+                    Some(answer) => answer,
+                    None => return,
+                },
+                Some((kept, unprocessed)) => {
+                    if let Some(kept) = kept {
+                        if forward(&kept, upstream).await.is_none() {
+                            return;
+                        }
+                        forwarded.fetch_add(1, Ordering::SeqCst);
+                    }
+                    json_answer(&serde_json::json!({ "UnprocessedItems": unprocessed }).to_string())
+                }
+            },
             Fault::Pass | Fault::DropResponse => {
                 let Some(answer) = forward(&request, upstream).await else { return };
                 forwarded.fetch_add(1, Ordering::SeqCst);
@@ -132,6 +151,50 @@ async fn serve(
             return;
         }
     }
+}
+
+/// A BatchWriteItem request split by `pk` prefix: the request carrying only the matching writes
+/// (`None` when none match), and the others as `UnprocessedItems`. `None` for any other request.
+fn split_batch(request: &[u8], prefix: &str) -> Option<(Option<Vec<u8>>, serde_json::Value)> {
+    let head_end = request.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&request[..head_end]).into_owned();
+    if !head.to_ascii_lowercase().contains("dynamodb_20120810.batchwriteitem") {
+        return None;
+    }
+    let mut body: serde_json::Value = serde_json::from_slice(&request[head_end..]).ok()?;
+    let mut unprocessed = serde_json::Map::new();
+    let mut any_kept = false;
+    for (table, writes) in body["RequestItems"].as_object_mut()? {
+        let (kept, rest): (Vec<_>, Vec<_>) = writes.as_array()?.iter().cloned().partition(|write| {
+            let key = write.get("DeleteRequest").or_else(|| write.get("PutRequest")).map(|w| &w["Key"]);
+            key.and_then(|k| k["pk"]["S"].as_str()).is_some_and(|pk| pk.starts_with(prefix))
+        });
+        any_kept |= !kept.is_empty();
+        if !rest.is_empty() {
+            unprocessed.insert(table.clone(), serde_json::Value::Array(rest));
+        }
+        *writes = serde_json::Value::Array(kept);
+    }
+    body["RequestItems"].as_object_mut()?.retain(|_, writes| writes.as_array().is_some_and(|w| !w.is_empty()));
+    let kept = any_kept.then(|| {
+        let body = body.to_string();
+        let head: String = head
+            .trim_end()
+            .lines()
+            .filter(|line| !line.to_ascii_lowercase().starts_with("content-length:"))
+            .map(|line| format!("{line}\r\n"))
+            .collect();
+        format!("{head}content-length: {}\r\n\r\n{body}", body.len()).into_bytes()
+    });
+    Some((kept, serde_json::Value::Object(unprocessed)))
+}
+
+fn json_answer(body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 fn error_answer(status: u16, error_type: &str) -> Vec<u8> {

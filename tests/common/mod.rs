@@ -214,6 +214,26 @@ impl TestTable {
         App::new(self.config(true), Store::new(client_for(endpoint), &self.name))
     }
 
+    /// A client on this table's DynamoDB API that waits as long as the local server's queue takes.
+    pub fn patient_client(&self) -> Client {
+        patient_client_for(&self.endpoint)
+    }
+
+    /// A store with the patient client (see [`TestTable::app_patient`]).
+    pub fn patient_store(&self) -> Store {
+        Store::new(self.patient_client(), &self.name)
+    }
+
+    /// A store on this table whose client goes through `endpoint` (a proxy).
+    pub fn store_via(&self, endpoint: &str) -> Store {
+        Store::new(client_for(endpoint), &self.name)
+    }
+
+    /// The function on this table with `store` (for a removal budget or page size of its own).
+    pub fn app_with_store(&self, store: Store) -> App {
+        App::new(self.config(true), store)
+    }
+
     fn config(&self, store_clerk_data: bool) -> Config {
         Config {
             secrets: SigningSecret::parse_list(&local_secret()).unwrap(),

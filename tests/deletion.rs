@@ -1,0 +1,262 @@
+//! Deletions that always finish. `user.deleted` and `organization.deleted` leave nothing of the
+//! deleted object: no session, no membership on either side. Whatever interrupts a removal
+//! (batches processed in part, the process cut at any request, the delivery's budget), no
+//! membership item is left that the next attempt cannot find, and the next attempt (a redelivery,
+//! or the cleanup function on the table's stream) finishes it. Sizes: a 20,000-member organization.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::event::dynamodb::Event as StreamEvent;
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use clerk_sync::cleanup;
+use clerk_sync::handler::App;
+use clerk_sync::store::Item;
+use common::fault_proxy::Fault;
+use common::*;
+use serde_json::{Value, json};
+
+const V: i64 = 1_795_000_000_000;
+
+async fn deliver(app: &App, body: &str) -> (u16, Value) {
+    answer(&app.handle(delivery(body, "msg_deletion")).await)
+}
+
+async fn ok(app: &App, body: &str) {
+    let (status, answer) = deliver(app, body).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// A user with `sessions` sessions and a membership in each of `organizations` organizations.
+async fn user_with(table: &TestTable, user: &str, sessions: usize, organizations: usize) {
+    let app = table.app();
+    ok(&app, &clerk::user("user.created", user, V, "Ada")).await;
+    for s in 0..sessions {
+        ok(&app, &clerk::session("session.created", &format!("sess_{user}{s}"), user, "active", V, None)).await;
+    }
+    for o in 0..organizations {
+        let organization = format!("org_{user}{o}");
+        ok(&app, &clerk::organization("organization.created", &organization, V, "Acme")).await;
+        let id = format!("orgmem_{user}{o}");
+        let body = clerk::membership("organizationMembership.created", &id, &organization, user, "org:member", V, V);
+        ok(&app, &body).await;
+    }
+}
+
+/// Items that should be gone once `pk`'s removal is done: everything under it but its root, and
+/// every membership item naming it from the other side.
+async fn left_under(table: &TestTable, pk: &str) -> Vec<(String, String)> {
+    let (kind, id) = pk.split_once('#').unwrap();
+    let other_side = match kind {
+        "USER" => format!("MEMBER#{id}"),
+        _ => format!("ORG#{id}"),
+    };
+    let root = if kind == "USER" { "USER" } else { "ORG" };
+    table.items().await.into_keys().filter(|(p, s)| (p == pk && s != root) || *s == other_side).collect()
+}
+
+/// Membership items whose item under the deleted `pk` is gone while they remain: orphans, which
+/// no later attempt could find.
+async fn orphans_of(table: &TestTable, pk: &str) -> Vec<(String, String)> {
+    let keys: std::collections::BTreeSet<(String, String)> = table.items().await.into_keys().collect();
+    let (kind, id) = pk.split_once('#').unwrap();
+    keys.iter()
+        .filter(|(p, s)| match kind {
+            "USER" => s == &format!("MEMBER#{id}") && !keys.contains(&(pk.to_owned(), format!("ORG#{}", &p[4..]))),
+            _ => s == &format!("ORG#{id}") && !keys.contains(&(pk.to_owned(), format!("MEMBER#{}", &p[5..]))),
+        })
+        .cloned()
+        .collect()
+}
+
+/// The reported failure: DynamoDB processes only the deleted user's own items of each batch and
+/// hands the other side back, until retries run out. The removal then stops before deleting an
+/// item whose other side is still there, and a redelivery finishes it.
+#[tokio::test]
+async fn batches_processed_in_part_leave_no_orphan_and_redelivery_finishes() {
+    for processed in ["USER#", "ORG#"] {
+        let table = TestTable::create().await;
+        let user = "user_partial";
+        user_with(&table, user, 3, 30).await;
+        let proxy = proxy().await;
+        proxy.always(Fault::ProcessOnly(processed));
+        let (status, answer) = deliver(&table.app_via(&proxy.endpoint()), &clerk::user_deleted(user, V + 1)).await;
+        assert_eq!(status, 503, "{processed}: {answer}");
+        assert_eq!(orphans_of(&table, &format!("USER#{user}")).await, Vec::<(String, String)>::new(), "{processed}");
+
+        let (status, answer) = deliver(&table.app(), &clerk::user_deleted(user, V + 1)).await;
+        assert_eq!((status, answer["removal"].as_str()), (200, Some("complete")), "{processed}: {answer}");
+        assert_eq!(left_under(&table, &format!("USER#{user}")).await, Vec::<(String, String)>::new(), "{processed}");
+    }
+}
+
+/// A user deletion cut after each number of requests in turn (every request after the cut
+/// fails): at no cut is a membership item orphaned, and the next delivery finishes the removal.
+#[tokio::test]
+async fn a_deletion_cut_at_any_request_is_finished_by_the_next_delivery() {
+    for cut in 0.. {
+        let table = TestTable::create().await;
+        let user = "user_cut";
+        user_with(&table, user, 2, 4).await;
+        let proxy = proxy().await;
+        proxy.always(Fault::Drop);
+        proxy.then(&vec![Fault::Pass; cut]);
+        let app = table.app_with_store(table.store_via(&proxy.endpoint()).with_removal_page_size(2));
+        let (status, first) = deliver(&app, &clerk::user_deleted(user, V + 1)).await;
+        let pk = format!("USER#{user}");
+        assert_eq!(orphans_of(&table, &pk).await, Vec::<(String, String)>::new(), "cut after {cut} requests");
+
+        let (status_again, answer) = deliver(&table.app(), &clerk::user_deleted(user, V + 1)).await;
+        assert_eq!((status_again, answer["removal"].as_str()), (200, Some("complete")), "cut {cut}: {answer}");
+        assert_eq!(left_under(&table, &pk).await, Vec::<(String, String)>::new(), "cut after {cut} requests");
+        table.delete().await;
+        if status == 200 && first["removal"] == "complete" {
+            assert!(cut > 5, "a whole deletion takes more than {cut} requests");
+            break;
+        }
+    }
+}
+
+/// The stream event Lambda hands the cleanup function (events/stream/organization-deleted.json),
+/// its tombstone record pointed at `organization`.
+fn stream_event(organization: &str) -> StreamEvent {
+    let text = std::fs::read_to_string(repo_path("events/stream/organization-deleted.json")).unwrap();
+    let text = text.replace("org_29w9IfBrPmcpi0IeBVaKtA7R94W", organization);
+    serde_json::from_str(&text).expect("a DynamoDB stream event")
+}
+
+/// `organization.deleted` of an organization too large for one delivery: the tombstone is written
+/// and answered 200 with `"removal": "continues"`, and the cleanup function, handed the stream
+/// record, finishes it. Records that are not tombstones are ignored.
+#[tokio::test]
+async fn the_cleanup_function_finishes_what_the_delivery_left() {
+    let table = TestTable::create().await;
+    let organization = "org_big";
+    let app = table.app();
+    ok(&app, &clerk::organization("organization.created", organization, V, "Acme")).await;
+    for m in 0..30 {
+        let body = clerk::membership(
+            "organizationMembership.created",
+            &format!("orgmem_{m}"),
+            organization,
+            &format!("user_m{m}"),
+            "org:member",
+            V,
+            V,
+        );
+        ok(&app, &body).await;
+    }
+    let budgetless = table.store().with_removal_page_size(5).with_removal_budget(Duration::ZERO);
+    let (status, answer) =
+        deliver(&table.app_with_store(budgetless), &clerk::organization_deleted(organization, V + 1)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!((answer["removal"].as_str(), answer["memberships_removed"].as_u64()), (Some("continues"), Some(5)));
+    let pk = format!("ORG#{organization}");
+    assert_eq!(left_under(&table, &pk).await.len(), 50, "25 memberships, both items each");
+
+    let response = cleanup::handle(&table.store().with_removal_page_size(5), stream_event(organization)).await;
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    assert_eq!(left_under(&table, &pk).await, Vec::<(String, String)>::new());
+    let tombstone = table.item(&pk, "ORG").await.unwrap();
+    assert_eq!(tombstone["deleted"], json!(true));
+}
+
+/// A removal the cleanup function cannot finish (DynamoDB throttling throughout) is reported as
+/// the batch item failure of its record, so Lambda hands the stream back from it; no record after
+/// it is acted on.
+#[tokio::test]
+async fn the_cleanup_function_reports_the_record_it_could_not_finish() {
+    let table = TestTable::create().await;
+    let proxy = proxy().await;
+    proxy.always(Fault::Throttling);
+    let response = cleanup::handle(&table.store_via(&proxy.endpoint()), stream_event("org_throttled")).await;
+    let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+    assert_eq!(failed, [Some("4400000000012345678902".to_owned())]);
+}
+
+#[test]
+fn only_user_and_organization_tombstones_are_the_cleanups_to_act_on() {
+    let event = stream_event("org_1");
+    let found: Vec<_> = event.records.iter().map(cleanup::tombstone).collect();
+    assert_eq!(found, [None, Some(cleanup::Tombstone { pk: "ORG#org_1".into(), root_sk: "ORG" }), None]);
+}
+
+/// An organization of 20,000 members (40,000 items, written straight to the table) is removed
+/// completely: the delivery writes the tombstone and starts, the cleanup function finishes.
+/// `--nocapture` prints the time each part took (BENCHMARKS.md, "Deletions").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_organization_of_20000_members_is_removed_completely() {
+    const MEMBERS: usize = 20_000;
+    let table = TestTable::create().await;
+    let organization = "org_huge";
+    ok(&table.app(), &clerk::organization("organization.created", organization, V, "Acme")).await;
+    let started = Instant::now();
+    seed_members(&table, organization, MEMBERS).await;
+    let seeded = started.elapsed();
+
+    let started = Instant::now();
+    let (status, answer) = deliver(&table.app_patient(), &clerk::organization_deleted(organization, V + 1)).await;
+    let delivered = started.elapsed();
+    assert_eq!(status, 200, "{answer}");
+    let started = Instant::now();
+    let store = table.patient_store().with_removal_budget(Duration::from_secs(600));
+    let response = cleanup::handle(&store, stream_event(organization)).await;
+    let cleaned = started.elapsed();
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+
+    let pk = format!("ORG#{organization}");
+    assert_eq!(left_under(&table, &pk).await, Vec::<(String, String)>::new());
+    let removed_by_delivery = answer["memberships_removed"].as_u64().unwrap();
+    eprintln!(
+        "20,000-member organization: seeded in {seeded:.1?}; delivery {delivered:.1?} ({removed_by_delivery} memberships, \
+         removal {}); cleanup {cleaned:.1?} for the rest",
+        answer["removal"]
+    );
+}
+
+/// Writes `members` membership pairs of `organization` straight to the table, 8 batches at once.
+async fn seed_members(table: &TestTable, organization: &str, members: usize) {
+    let item = |pk: String, sk: String, user: &str| -> WriteRequest {
+        let s = |v: &str| AttributeValue::S(v.to_owned());
+        let n = |v: i64| AttributeValue::N(v.to_string());
+        let item: Item = Item::from([
+            ("pk".to_owned(), s(&pk)),
+            ("sk".to_owned(), s(&sk)),
+            ("id".to_owned(), s(&format!("orgmem_{user}"))),
+            ("organization_id".to_owned(), s(organization)),
+            ("user_id".to_owned(), s(user)),
+            ("role".to_owned(), s("org:member")),
+            ("created_at".to_owned(), n(V)),
+            ("version".to_owned(), n(V)),
+        ]);
+        WriteRequest::builder().put_request(PutRequest::builder().set_item(Some(item)).build().unwrap()).build()
+    };
+    let writes: Vec<WriteRequest> = (0..members)
+        .flat_map(|m| {
+            let user = format!("user_{m:05}");
+            [
+                item(format!("ORG#{organization}"), format!("MEMBER#{user}"), &user),
+                item(format!("USER#{user}"), format!("ORG#{organization}"), &user),
+            ]
+        })
+        .collect();
+    let client = table.patient_client();
+    let mut tasks = tokio::task::JoinSet::new();
+    for batch in writes.chunks(25).map(<[WriteRequest]>::to_vec) {
+        while tasks.len() >= 8 {
+            tasks.join_next().await.unwrap().unwrap();
+        }
+        let (client, name) = (client.clone(), table.name.clone());
+        tasks.spawn(async move {
+            let mut batch = batch;
+            while !batch.is_empty() {
+                let output = client.batch_write_item().request_items(&name, batch).send().await.unwrap();
+                batch = output.unprocessed_items.and_then(|mut left| left.remove(&name)).unwrap_or_default();
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+}
