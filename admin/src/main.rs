@@ -153,7 +153,8 @@ fn table(common: &Common) -> Result<String, ExitCode> {
 
 async fn store(table: &str) -> Result<(aws_sdk_dynamodb::Client, Store), ExitCode> {
     let client = webhook_path::dynamodb().await;
-    let store = Store::new(client.clone(), table);
+    // A tombstone's removal runs to the end here: nobody waits on an answer within seconds.
+    let store = Store::new(client.clone(), table).with_removal_budget(std::time::Duration::from_secs(24 * 3600));
     // Fails fast, before anything is read from Clerk, on a wrong table, region or credentials.
     store.warm_up().await.map_err(|e| fail(&format!("{e} (table {table})"), FAILED))?;
     Ok((client, store))

@@ -18,6 +18,11 @@
 //! 5. Write the missing and outdated objects, then the tombstones: `user.deleted`'s write (which
 //!    also removes the user's sessions and memberships), `organization.deleted`'s (which removes
 //!    its memberships), and a membership's tombstone on both of its items.
+//! 6. Repair: finish every removal an earlier deletion left (sessions and memberships still under
+//!    a user or organization tombstone, and membership items whose other item is gone under one),
+//!    whether the tombstone came from a webhook, the cleanup function or an interrupted run.
+//!    Sessions and memberships under a user (or organization) the table has no item for at all are
+//!    confirmed with Clerk like any candidate: gone, the user is tombstoned and they are removed.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -27,7 +32,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
-use aws_sdk_dynamodb::types::AttributeValue;
 use clerk_sync::plan::{self, MEMBER_SK_PREFIX, MembershipItem, ORGANIZATION_SK, Tombstone, USER_SK, Write};
 use clerk_sync::store::{Item, Store};
 use tokio::task::JoinSet;
@@ -56,6 +60,9 @@ pub struct Options {
 struct Stored {
     version: u64,
     deleted: bool,
+    /// No item at all, but sessions or memberships under its partition (their user or
+    /// organization item never arrived): a candidate like a live item Clerk does not list.
+    phantom: bool,
 }
 
 /// A membership item under its organization (`ORG#<organization_id>`, `MEMBER#<user_id>`): what
@@ -101,6 +108,14 @@ struct Table {
     organizations: HashMap<String, Stored>,
     /// By (organization id, user id): one membership per user and organization.
     memberships: HashMap<(String, String), StoredMembership>,
+    /// Every user and organization tombstone's partition (`USER#..`, `ORG#..`).
+    tombstones: HashSet<String>,
+    /// Every partition with a user or organization item, live or not.
+    roots: HashSet<String>,
+    /// Items other than the user or organization item, by partition.
+    children: HashMap<String, usize>,
+    /// Both items of every membership, as keys.
+    pairs: HashSet<(String, String)>,
 }
 
 /// One kind of object's drift, and what writing it did.
@@ -132,8 +147,22 @@ pub struct Report {
     pub organizations: Drift,
     pub memberships: Drift,
     /// Live memberships under a user or organization the table holds as a tombstone (whose removal
-    /// of them did not finish): left alone, since no membership write gets past that tombstone.
+    /// of them did not finish): removed by the repair.
     pub memberships_under_tombstones: usize,
+    pub repair: Repair,
+}
+
+/// Removals an earlier deletion left unfinished, found in the table and finished. The counts
+/// grow as each partition is done, so a run stopped half-way reports what it did.
+#[derive(Debug, Default)]
+pub struct Repair {
+    /// Tombstones with sessions or memberships still under them.
+    pub tombstones: usize,
+    /// Membership items whose other item is already gone under a tombstone.
+    pub orphans: usize,
+    pub sessions_removed: usize,
+    pub memberships_removed: usize,
+    pub orphans_removed: usize,
 }
 
 impl Report {
@@ -184,6 +213,7 @@ impl Report {
             format!("tombstoned_but_listed={} (left alone)", users.tombstoned_but_listed),
         ];
         if !organizations {
+            lines.push(self.repair_line(dry_run));
             return lines.join("\n");
         }
         let organizations = &self.organizations;
@@ -220,11 +250,27 @@ impl Report {
                 ),
             ),
             format!(
-                "memberships still_in_clerk={} tombstoned_but_listed={} under_tombstones={} (left alone)",
+                "memberships still_in_clerk={} tombstoned_but_listed={} under_tombstones={} (removed by the repair)",
                 memberships.still_in_clerk, memberships.tombstoned_but_listed, self.memberships_under_tombstones
             ),
         ]);
+        lines.push(self.repair_line(dry_run));
         lines.join("\n")
+    }
+
+    fn repair_line(&self, dry_run: bool) -> String {
+        let repair = &self.repair;
+        if dry_run {
+            return format!("repair: tombstones={} orphans={} (would be removed)", repair.tombstones, repair.orphans);
+        }
+        format!(
+            "repair: tombstones={} orphans={} sessions_removed={} memberships_removed={} orphans_removed={}",
+            repair.tombstones,
+            repair.orphans,
+            repair.sessions_removed,
+            repair.memberships_removed,
+            repair.orphans_removed
+        )
     }
 }
 
@@ -274,9 +320,13 @@ pub async fn run(
 ) -> Result<(), RunError> {
     progress.stage("table items", None);
     let mut table = scan(client, table_name, options.organizations, progress).await?;
-    (report.users.table, report.users.table_tombstones) = live_and_deleted(table.users.values().map(|s| s.deleted));
+    let items =
+        |map: &HashMap<String, Stored>| map.values().filter(|s| !s.phantom).map(|s| s.deleted).collect::<Vec<_>>();
+    (report.users.table, report.users.table_tombstones) = live_and_deleted(items(&table.users).into_iter());
     (report.organizations.table, report.organizations.table_tombstones) =
-        live_and_deleted(table.organizations.values().map(|s| s.deleted));
+        live_and_deleted(items(&table.organizations).into_iter());
+    let (unfinished, orphans) = table.unfinished_removals();
+    (report.repair.tombstones, report.repair.orphans) = (unfinished.len(), orphans.len());
     (report.memberships.table, report.memberships.table_tombstones) =
         live_and_deleted(table.memberships.values().map(|m| m.deleted));
 
@@ -385,6 +435,8 @@ pub async fn run(
     if options.dry_run {
         return Ok(());
     }
+    progress.stage("removals finished", Some((unfinished.len() + orphans.len()) as u64));
+    repair(store, unfinished, orphans, &mut report.repair, progress).await?;
 
     let upserts =
         [&users, &organizations, &memberships].iter().map(|w| w.missing.len() + w.outdated.len()).sum::<usize>();
@@ -432,50 +484,59 @@ fn live_left(map: &HashMap<String, Stored>) -> Vec<String> {
 /// (`sk = ORG`) and the memberships under organizations (`sk` beginning `MEMBER#`), each projected
 /// to its keys, version and `deleted` (and for memberships `id` and `created_at`).
 async fn scan(client: &Client, table: &str, organizations: bool, progress: &Progress) -> Result<Table, RunError> {
+    // Every item: what is under tombstones is found by the same Scan (a filter would not make it
+    // cheaper: DynamoDB reads the whole table either way), each projected to a few attributes.
     let request = client
         .scan()
         .table_name(table)
+        .projection_expression("#pk, #sk, #version, #deleted, #id, #created_at")
         .expression_attribute_names("#pk", "pk")
         .expression_attribute_names("#sk", "sk")
         .expression_attribute_names("#version", "version")
         .expression_attribute_names("#deleted", "deleted")
-        .expression_attribute_values(":user", AttributeValue::S(USER_SK.to_owned()))
+        .expression_attribute_names("#id", "id")
+        .expression_attribute_names("#created_at", "created_at")
         .consistent_read(true);
-    let request = if organizations {
-        request
-            .filter_expression("#sk IN (:user, :organization) OR begins_with(#sk, :member)")
-            .projection_expression("#pk, #sk, #version, #deleted, #id, #created_at")
-            .expression_attribute_names("#id", "id")
-            .expression_attribute_names("#created_at", "created_at")
-            .expression_attribute_values(":organization", AttributeValue::S(ORGANIZATION_SK.to_owned()))
-            .expression_attribute_values(":member", AttributeValue::S(MEMBER_SK_PREFIX.to_owned()))
-    } else {
-        request.filter_expression("#sk = :user").projection_expression("#pk, #sk, #version, #deleted")
-    };
     let mut found = Table::default();
     let mut pages = request.into_paginator().items().send();
     while let Some(item) = pages.next().await {
         let item =
             item.map_err(|e| RunError::Table { operation: "Scan", detail: DisplayErrorContext(e).to_string() })?;
         progress.advance(1);
-        found.add(&item);
+        found.add(&item, organizations);
     }
+    found.add_phantoms(organizations);
     Ok(found)
 }
 
 impl Table {
-    /// Files one scanned item; an item without what it needs is skipped.
-    fn add(&mut self, item: &Item) {
+    /// Files one scanned item; an item without what it needs is skipped. Organizations and
+    /// memberships are drift only with `organizations`; every item counts for the repair.
+    fn add(&mut self, item: &Item, organizations: bool) {
         let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str);
-        let (Some(pk), Some(sk), Some(version)) = (text("pk"), text("sk"), number(item, "version")) else { return };
+        let (Some(pk), Some(sk)) = (text("pk"), text("sk")) else { return };
         let deleted = item.get("deleted").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false);
+        let root = (sk == USER_SK && pk.starts_with("USER#")) || (sk == ORGANIZATION_SK && pk.starts_with("ORG#"));
+        if root {
+            self.roots.insert(pk.to_owned());
+            if deleted {
+                self.tombstones.insert(pk.to_owned());
+            }
+        } else if pk.starts_with("USER#") || pk.starts_with("ORG#") {
+            *self.children.entry(pk.to_owned()).or_default() += 1;
+            if plan::membership_counterpart(pk, sk).is_some() {
+                self.pairs.insert((pk.to_owned(), sk.to_owned()));
+            }
+        }
+        let Some(version) = number(item, "version") else { return };
         if sk == USER_SK {
             if let Some(id) = pk.strip_prefix("USER#") {
-                self.users.insert(id.to_owned(), Stored { version, deleted });
+                self.users.insert(id.to_owned(), Stored { version, deleted, phantom: false });
             }
+        } else if !organizations {
         } else if sk == ORGANIZATION_SK {
             if let Some(id) = pk.strip_prefix("ORG#") {
-                self.organizations.insert(id.to_owned(), Stored { version, deleted });
+                self.organizations.insert(id.to_owned(), Stored { version, deleted, phantom: false });
             }
         } else if let (Some(organization_id), Some(user_id), Some(id), Some(created_at)) =
             (pk.strip_prefix("ORG#"), sk.strip_prefix(MEMBER_SK_PREFIX), text("id"), number(item, "created_at"))
@@ -492,6 +553,65 @@ impl Table {
             self.memberships.insert((organization_id, user_id), membership);
         }
     }
+
+    /// Partitions with sessions or memberships but no user (or organization) item: candidates.
+    fn add_phantoms(&mut self, organizations: bool) {
+        let phantom = Stored { version: 0, deleted: false, phantom: true };
+        for pk in self.children.keys().filter(|pk| !self.roots.contains(*pk)) {
+            if let Some(id) = pk.strip_prefix("USER#") {
+                self.users.insert(id.to_owned(), phantom);
+            } else if let (true, Some(id)) = (organizations, pk.strip_prefix("ORG#")) {
+                self.organizations.insert(id.to_owned(), phantom);
+            }
+        }
+    }
+
+    /// Tombstones with something still under them, and membership items whose other item is
+    /// gone under a tombstone.
+    fn unfinished_removals(&self) -> (Vec<String>, Vec<(String, String)>) {
+        let mut tombstones: Vec<String> =
+            self.tombstones.iter().filter(|pk| self.children.contains_key(*pk)).cloned().collect();
+        tombstones.sort();
+        let mut orphans: Vec<(String, String)> = self
+            .pairs
+            .iter()
+            .filter(|(pk, sk)| {
+                let Some((other_pk, other_sk)) = plan::membership_counterpart(pk, sk) else { return false };
+                !self.tombstones.contains(pk)
+                    && self.tombstones.contains(&other_pk)
+                    && !self.pairs.contains(&(other_pk, other_sk))
+            })
+            .cloned()
+            .collect();
+        orphans.sort();
+        (tombstones, orphans)
+    }
+}
+
+/// Finishes every removal an earlier deletion left: under each tombstone, page by page, and the
+/// orphaned membership items. Counts go into `repair` as each is done.
+async fn repair(
+    store: &Store,
+    tombstones: Vec<String>,
+    orphans: Vec<(String, String)>,
+    repair: &mut Repair,
+    progress: &Progress,
+) -> Result<(), RunError> {
+    let failed = |pk: &str, source| RunError::Write { id: pk.to_owned(), source };
+    for pk in tombstones {
+        let root_sk = if pk.starts_with("USER#") { USER_SK } else { ORGANIZATION_SK };
+        let removal = store.remove_under_tombstone(&pk, root_sk).await.map_err(|e| failed(&pk, e))?;
+        repair.sessions_removed += removal.sessions;
+        repair.memberships_removed += removal.memberships;
+        progress.advance(1);
+    }
+    for orphan in orphans {
+        let pk = orphan.0.clone();
+        store.remove_items(vec![orphan]).await.map_err(|e| failed(&pk, e))?;
+        repair.orphans_removed += 1;
+        progress.advance(1);
+    }
+    Ok(())
 }
 
 fn number<T: FromStr>(item: &Item, name: &str) -> Option<T> {
@@ -573,6 +693,7 @@ fn sort_into(
         }
         match table.remove(&object.id) {
             None => writes.missing.push(object),
+            Some(stored) if stored.phantom => writes.missing.push(object),
             Some(stored) if stored.deleted => {
                 // Kept in the map would make it a candidate: put back as a tombstone, which is never one.
                 table.insert(object.id, stored);

@@ -439,3 +439,71 @@ async fn a_user_who_left_and_joined_again_gets_the_new_membership_over_the_tombs
         assert_eq!((&item["id"], item.get("deleted")), (&json!(membership_id(11)), None), "{item}");
     }
 }
+
+/// Puts an item straight into the table (what an interrupted removal, or a session whose user
+/// item never arrived, leaves behind).
+async fn put(table: &TestTable, item: Value) {
+    let item = serde_dynamo::aws_sdk_dynamodb_1::to_item(item).unwrap();
+    table.client.put_item().table_name(&table.name).set_item(Some(item)).send().await.unwrap();
+}
+
+/// Sessions and memberships an earlier deletion left under a tombstone, and a membership item
+/// whose other item is already gone under one, are removed; the counts say so; a second run
+/// finds nothing left to do.
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_finishes_removals_left_under_tombstones() {
+    let (_clerk, table, admin) = in_sync().await;
+    let gone = user_id(3);
+    put(&table, json!({"pk": format!("USER#{gone}"), "sk": "USER", "id": gone, "deleted": true, "version": 1_700_000_400_000_i64})).await;
+    for (pk, sk) in [
+        (format!("USER#{gone}"), "ORG#org_a".to_owned()),
+        (format!("ORG#org_a"), format!("MEMBER#{gone}")),
+        (format!("ORG#org_b"), format!("MEMBER#{gone}")),
+    ] {
+        put(&table, json!({"pk": pk, "sk": sk, "id": "orgmem_x", "organization_id": "org_a", "user_id": gone, "created_at": 1, "version": 1})).await;
+    }
+    let run = admin.run(&["reconcile", FAST]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    let repair = |name| run.figure("repair:", name);
+    assert_eq!((repair("tombstones"), repair("orphans")), (1, 1), "{run}");
+    assert_eq!(
+        (repair("sessions_removed"), repair("memberships_removed"), repair("orphans_removed")),
+        (1, 1, 1),
+        "{run}"
+    );
+    let left: Vec<_> =
+        table.items().await.into_keys().filter(|(pk, sk)| pk.contains(&gone) || sk.contains(&gone)).collect();
+    assert_eq!(left, [(format!("USER#{gone}"), "USER".to_owned())]);
+
+    let again = admin.run(&["reconcile", FAST]).await;
+    assert_eq!((again.figure("repair:", "tombstones"), again.figure("repair:", "orphans")), (0, 0), "{again}");
+}
+
+/// A session whose user item never arrived: Clerk confirms the user gone, so the user is
+/// tombstoned and the session removed; had Clerk the user, it would simply be written.
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_finds_sessions_of_users_whose_item_never_arrived() {
+    let (clerk, table, admin) = in_sync().await;
+    let never = "user_neverArrived";
+    put(&table, json!({"pk": format!("USER#{never}"), "sk": "SESSION#sess_never", "id": "sess_never", "user_id": never, "status": "active", "version": 1})).await;
+    let listed = user_id(4);
+    table
+        .client
+        .delete_item()
+        .table_name(&table.name)
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("USER#{listed}")))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("USER".into()))
+        .send()
+        .await
+        .unwrap();
+    let run = admin.run(&["reconcile", FAST]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert_eq!(run.figure("deleted_in_clerk:", "tombstoned"), 1, "{run}");
+    assert_eq!(run.figure("deleted_in_clerk:", "sessions_removed"), 1, "{run}");
+    assert_eq!(run.figure("missing:", "applied"), 1, "the user Clerk has is written: {run}");
+    assert_eq!(clerk.requests_to(&format!("/users/{never}")), 1);
+    let items = table.items().await;
+    assert_eq!(items.get(&(format!("USER#{never}"), "SESSION#sess_never".to_owned())), None);
+    assert_eq!(items[&(format!("USER#{never}"), "USER".to_owned())]["deleted"], json!(true));
+    assert!(items[&(format!("USER#{listed}"), "USER".to_owned())]["email"].is_string());
+}

@@ -92,6 +92,12 @@ impl Store {
         }
     }
 
+    /// Deletes these items: membership items whose other item an earlier, interrupted removal
+    /// already took (orphans), as `clerk-sync-admin reconcile` finds them.
+    pub async fn remove_items(&self, keys: Vec<(String, String)>) -> Result<(), StoreError> {
+        self.delete_all(keys.into_iter().map(|(pk, sk)| key_of(pk, sk)).collect()).await
+    }
+
     /// Deletes `keys`, in batches of 25, several at once; returns once every one is confirmed.
     async fn delete_all(&self, keys: Vec<Item>) -> Result<(), StoreError> {
         let mut batches = keys.chunks(BATCH_SIZE).map(<[Item]>::to_vec).collect::<Vec<_>>().into_iter();
