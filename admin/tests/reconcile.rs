@@ -457,8 +457,8 @@ async fn reconcile_finishes_removals_left_under_tombstones() {
     put(&table, json!({"pk": format!("USER#{gone}"), "sk": "USER", "id": gone, "deleted": true, "version": 1_700_000_400_000_i64})).await;
     for (pk, sk) in [
         (format!("USER#{gone}"), "ORG#org_a".to_owned()),
-        (format!("ORG#org_a"), format!("MEMBER#{gone}")),
-        (format!("ORG#org_b"), format!("MEMBER#{gone}")),
+        ("ORG#org_a".to_owned(), format!("MEMBER#{gone}")),
+        ("ORG#org_b".to_owned(), format!("MEMBER#{gone}")),
     ] {
         put(&table, json!({"pk": pk, "sk": sk, "id": "orgmem_x", "organization_id": "org_a", "user_id": gone, "created_at": 1, "version": 1})).await;
     }
