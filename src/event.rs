@@ -18,6 +18,9 @@ pub struct Event<'a> {
     pub event_type: String,
     /// The envelope's `timestamp`, as sent (milliseconds in Clerk's docs, seconds in some examples).
     pub timestamp: Option<i64>,
+    /// The Clerk instance that sent it (`ins_...`), where the envelope says (`None` if it does not,
+    /// or if it is not an id).
+    pub instance_id: Option<String>,
     pub kind: EventKind<'a>,
 }
 
@@ -79,6 +82,12 @@ pub struct User {
     pub updated_at: Option<i64>,
     #[serde(default)]
     pub last_sign_in_at: Option<i64>,
+    /// An administrator's ban, and Clerk's lockout after failed sign-ins: lifted so that they land
+    /// even on an item that has to leave out `data`.
+    #[serde(default)]
+    pub banned: Option<bool>,
+    #[serde(default)]
+    pub locked: Option<bool>,
     #[serde(default)]
     /// Kept as text: any JSON Clerk holds (numbers beyond f64, deep nesting) reads, and is stored
     /// exactly (see `crate::item`).
@@ -196,6 +205,8 @@ struct Envelope<'a> {
     data: &'a RawValue,
     #[serde(default)]
     timestamp: Option<i64>,
+    #[serde(default)]
+    instance_id: Option<String>,
 }
 
 /// Peeks at `data.object` to tell session objects from anything else under a `session.*` type.
@@ -215,7 +226,8 @@ struct DeletedObject {
 pub fn parse<'a>(delivery: &Verified<'a>) -> Result<Event<'a>, ParseError> {
     let envelope: Envelope<'a> = serde_json::from_slice(delivery.body()).map_err(envelope_error)?;
     let kind = read_object(&envelope.event_type, envelope.data)?;
-    Ok(Event { event_type: envelope.event_type, timestamp: envelope.timestamp, kind })
+    let instance_id = envelope.instance_id.filter(|id| id.starts_with("ins_") && check_id(id, "instance").is_ok());
+    Ok(Event { event_type: envelope.event_type, timestamp: envelope.timestamp, instance_id, kind })
 }
 
 /// Reads a Clerk object (an event's `data`, or an object fetched from Clerk's Backend API) as

@@ -4,6 +4,7 @@
 //! parse, plan, store, answer. Every way out is an HTTP answer (never an `Err` to the runtime)
 //! and one log line with the message id, event type, object id, version and outcome.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lambda_http::http::{Method, StatusCode, header};
@@ -14,7 +15,7 @@ use crate::config::Config;
 use crate::event::{self, EventKind};
 use crate::plan::{self, Options};
 use crate::rules::Verdict;
-use crate::store::{Applied, Store};
+use crate::store::{Applied, Mirror, Recorded, Recorder, Store, StoreError};
 use crate::tls::Trust;
 use crate::verify::{Unverified, Verifier};
 
@@ -32,6 +33,9 @@ pub struct App {
     verifier: Verifier,
     store: Store,
     options: Options,
+    /// Whether this function instance has recorded, or found, the Clerk instance the table
+    /// mirrors (once per cold start; see `store::Mirror`).
+    mirror_checked: AtomicBool,
 }
 
 impl App {
@@ -40,6 +44,7 @@ impl App {
             verifier: Verifier::new(config.secrets),
             store,
             options: Options { store_clerk_data: config.store_clerk_data },
+            mirror_checked: AtomicBool::new(false),
         }
     }
 
@@ -124,7 +129,19 @@ impl App {
         };
         log.version = Some(write.version());
 
-        match tokio::time::timeout(STORE_DEADLINE, self.store.apply(&write)).await {
+        let stored = async {
+            self.check_mirror(event.instance_id.as_deref()).await?;
+            self.store.apply(&write).await.map_err(Failure::Store)
+        };
+        match tokio::time::timeout(STORE_DEADLINE, stored).await {
+            Ok(Err(Failure::OtherInstance { recorded, delivered })) => {
+                let reason =
+                    format!("the table mirrors Clerk instance {recorded}; this delivery comes from {delivered}");
+                log.refused(
+                    error(StatusCode::INTERNAL_SERVER_ERROR, "this table mirrors another Clerk instance"),
+                    &reason,
+                )
+            }
             Ok(Ok(applied)) => {
                 log.outcome = Some(verdict_name(applied.verdict));
                 log.sessions_removed =
@@ -135,7 +152,7 @@ impl App {
                 log.lost = applied.fit.lost_something();
                 log.answered(outcome(verdict_name(applied.verdict), &event.event_type, Some(applied), &event.kind))
             }
-            Ok(Err(e)) => {
+            Ok(Err(Failure::Store(e))) => {
                 let status =
                     if e.is_transient() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::INTERNAL_SERVER_ERROR };
                 log.refused(error(status, "the event could not be stored; retry later"), &e.to_string())
@@ -144,6 +161,38 @@ impl App {
                 error(StatusCode::SERVICE_UNAVAILABLE, "the event could not be stored in time; retry later"),
                 "DynamoDB did not answer within the deadline",
             ),
+        }
+    }
+}
+
+/// Why a planned write was not stored.
+enum Failure {
+    Store(StoreError),
+    /// The table mirrors another Clerk instance than the one that sent this delivery.
+    OtherInstance {
+        recorded: String,
+        delivered: String,
+    },
+}
+
+impl App {
+    /// On the first delivery of this function instance that names its Clerk instance, records it
+    /// in the table (one PutItem per cold start), or finds that the table mirrors another one:
+    /// two instances writing one table would mix their users, so such deliveries are refused.
+    async fn check_mirror(&self, instance_id: Option<&str>) -> Result<(), Failure> {
+        let Some(instance_id) = instance_id else { return Ok(()) };
+        if self.mirror_checked.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let mirror = Mirror { instance_id: instance_id.to_owned(), store_clerk_data: self.options.store_clerk_data };
+        match self.store.record_mirror(&mirror, Recorder::Function).await.map_err(Failure::Store)? {
+            Recorded::Same => {
+                self.mirror_checked.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            Recorded::Other(recorded) => {
+                Err(Failure::OtherInstance { recorded: recorded.instance_id, delivered: instance_id.to_owned() })
+            }
         }
     }
 }

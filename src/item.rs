@@ -24,6 +24,8 @@ pub type Item = HashMap<String, AttributeValue>;
 
 /// DynamoDB's item size limit: 400 KB, attribute names included.
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+/// What an item may fill before `omitted` is added: room for it (at most about 40 bytes).
+const FILL_BYTES: usize = MAX_ITEM_BYTES - 64;
 /// The most maps and lists DynamoDB nests around a value ("up to 32 levels deep" in its limits,
 /// the value itself counting as a level), the lifted attribute being the first.
 pub const MAX_DEPTH: usize = 31;
@@ -85,16 +87,16 @@ pub fn build(mut item: Item, public_metadata: Option<&str>) -> (Item, Fit) {
         item.insert(PUBLIC_METADATA.to_owned(), value);
     }
     let mut omitted = Vec::new();
-    if size(&item) > MAX_ITEM_BYTES && item.remove(DATA).is_some() {
+    if size(&item) > FILL_BYTES && item.remove(DATA).is_some() {
         fit.data_omitted = true;
         omitted.push(DATA);
     }
-    if let (true, Some(text)) = (size(&item) > MAX_ITEM_BYTES, public_metadata) {
+    if let (true, Some(text)) = (size(&item) > FILL_BYTES, public_metadata) {
         if !fit.metadata_as_text {
             fit.metadata_as_text = true;
             item.insert(PUBLIC_METADATA.to_owned(), AttributeValue::S(text.to_owned()));
         }
-        if size(&item) > MAX_ITEM_BYTES {
+        if size(&item) > FILL_BYTES {
             item.remove(PUBLIC_METADATA);
             fit.metadata_omitted = true;
             omitted.push(PUBLIC_METADATA);
@@ -106,7 +108,7 @@ pub fn build(mut item: Item, public_metadata: Option<&str>) -> (Item, Fit) {
 
 /// What is written when DynamoDB refuses an item anyway (a limit this module does not know of):
 /// the item without `data` and `public_metadata`, so the event's version, its precedence and
-/// every scalar field (a ban, a role) still land.
+/// every lifted scalar (a user's `banned`, a membership's `role`) still land.
 pub fn skeleton(item: &Item) -> Item {
     let mut skeleton = item.clone();
     let omitted: Vec<&str> =
@@ -212,15 +214,17 @@ pub fn number(json: &str) -> Option<String> {
 }
 
 /// An upper bound of an item's size as DynamoDB counts it: names and values in UTF-8 bytes, a
-/// number at most its text, 1 byte for a boolean or null, 3 bytes for a map or list and 1 byte
-/// for each element.
+/// number 1 byte per two characters of its text plus 2, 1 byte for a boolean or null, 3 bytes for
+/// a map or list and 1 byte for each element.
 pub fn size(item: &Item) -> usize {
     item.iter().map(|(name, value)| name.len() + value_size(value)).sum()
 }
 
 fn value_size(value: &AttributeValue) -> usize {
     match value {
-        AttributeValue::S(s) | AttributeValue::N(s) => s.len(),
+        AttributeValue::S(s) => s.len(),
+        // DynamoDB: 1 byte per two significant digits, plus 1 (and the sign); the text bounds the digits.
+        AttributeValue::N(n) => n.len().div_ceil(2) + 2,
         AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
         AttributeValue::L(list) => 3 + list.iter().map(|v| 1 + value_size(v)).sum::<usize>(),
         AttributeValue::M(map) => 3 + map.iter().map(|(k, v)| 1 + k.len() + value_size(v)).sum::<usize>(),

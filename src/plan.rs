@@ -122,6 +122,10 @@ pub struct UserItem {
     pub updated_at: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_sign_in_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub banned: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locked: Option<bool>,
     /// Clerk's `public_metadata` as JSON text (`{}` when Clerk sent none). The store writes it as a
     /// map where DynamoDB can hold it exactly ([`crate::item`]).
     #[serde(skip)]
@@ -457,6 +461,8 @@ fn user_item(user: &User, version: u64, kept: Kept) -> UserItem {
         created_at: user.created_at,
         updated_at: user.updated_at,
         last_sign_in_at: user.last_sign_in_at,
+        banned: user.banned,
+        locked: user.locked,
         public_metadata: metadata_text(user.public_metadata.as_deref()),
         version,
         digest: kept.digest,
@@ -499,12 +505,18 @@ mod tests {
 
     fn user_event<'a>(data: &'a RawValue, event_type: &str, timestamp: Option<i64>) -> Event<'a> {
         let user: User = serde_json::from_str(data.get()).unwrap();
-        Event { event_type: event_type.into(), timestamp, kind: EventKind::UserUpsert { user, data } }
+        Event {
+            event_type: event_type.into(),
+            timestamp,
+            instance_id: None,
+            kind: EventKind::UserUpsert { user, data },
+        }
     }
 
     fn session_event<'a>(data: &'a RawValue, timestamp: Option<i64>) -> Event<'a> {
         let session: Session = serde_json::from_str(data.get()).unwrap();
-        Event { event_type: "session.created".into(), timestamp, kind: EventKind::SessionUpsert { session, data } }
+        let kind = EventKind::SessionUpsert { session, data };
+        Event { event_type: "session.created".into(), timestamp, instance_id: None, kind }
     }
 
     fn jane() -> Value {
@@ -564,6 +576,7 @@ mod tests {
             let event = Event {
                 event_type: "user.deleted".into(),
                 timestamp: Some(timestamp),
+                instance_id: None,
                 kind: EventKind::UserDeleted { user_id: "user_1".into() },
             };
             let expected =
@@ -592,7 +605,8 @@ mod tests {
 
     #[test]
     fn ignored_events_plan_nothing() {
-        let event = Event { event_type: "email.created".into(), timestamp: None, kind: EventKind::Ignored };
+        let event =
+            Event { event_type: "email.created".into(), timestamp: None, instance_id: None, kind: EventKind::Ignored };
         assert_eq!(plan(&event, KEEP), Ok(None));
     }
 

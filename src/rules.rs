@@ -49,6 +49,9 @@ pub fn version(updated_at: Option<i64>, envelope_timestamp: Option<i64>) -> Opti
 pub struct Digest([u8; 16]);
 
 impl Digest {
+    /// Above every digest this crate makes.
+    pub const MAX: Digest = Digest([0xff; 16]);
+
     pub fn of(content: &[u8]) -> Self {
         use sha2::Digest as _;
         let full = sha2::Sha256::digest(content);

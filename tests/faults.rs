@@ -38,9 +38,12 @@ async fn setup() -> Setup {
 }
 
 impl Setup {
+    /// Delivers `body` without its `instance_id`: these tests count and fault the requests of the
+    /// write itself, not the one-time record of the Clerk instance (tests/request_count.rs).
     async fn deliver(&self, body: &str) -> (u16, serde_json::Value, Duration) {
+        let body = body.replace(r#""instance_id":"ins_123","#, "");
         let started = Instant::now();
-        let response = self.app.handle(delivery(body, "msg_fault")).await;
+        let response = self.app.handle(delivery(&body, "msg_fault")).await;
         let (status, answer) = answer(&response);
         (status, answer, started.elapsed())
     }
@@ -158,8 +161,16 @@ async fn an_item_dynamodb_refuses_lands_as_its_skeleton_and_later_changes_apply(
     let (status, answer, _) = s.deliver(&ban).await;
     assert_eq!((status, answer["outcome"].as_str()), (200, Some("applied")));
     let item = s.table.item(&format!("USER#{USER}"), "USER").await.unwrap();
-    assert_eq!(data_of(&item)["banned"], true);
+    assert_eq!((item["banned"].as_bool(), data_of(&item)["banned"].as_bool()), (Some(true), Some(true)));
     assert_eq!(item.get("omitted"), None);
+
+    // A ban DynamoDB refuses with the rest of the item still lands: `banned` is lifted.
+    s.proxy.then(&[Fault::Validation]);
+    let locked = ban.replace(r#""locked":false"#, r#""locked":true"#).replace("1795000000001", "1795000000002");
+    let (status, answer, _) = s.deliver(&locked).await;
+    assert_eq!((status, answer["outcome"].as_str()), (200, Some("applied")), "{answer}");
+    let item = s.table.item(&format!("USER#{USER}"), "USER").await.unwrap();
+    assert_eq!((item["banned"].as_bool(), item["locked"].as_bool(), item.get("data")), (Some(true), Some(true), None));
 }
 
 /// The same inside a transaction: a session refused as invalid lands as its skeleton.

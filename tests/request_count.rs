@@ -21,11 +21,24 @@ async fn requests_for(app: &App, proxy: &FaultProxy, body: &str) -> usize {
     proxy.requests() - before
 }
 
+/// A function whose first delivery has recorded the Clerk instance (once per cold start).
 async fn counted() -> (TestTable, FaultProxy, App) {
     let table = TestTable::create().await;
     let proxy = proxy().await;
     let app = table.app_via(&proxy.endpoint());
+    requests_for(&app, &proxy, &clerk::user("user.created", "user_first", T, "Ada")).await;
     (table, proxy, app)
+}
+
+/// The first delivery of a function instance records the Clerk instance the table mirrors: one
+/// PutItem more, once.
+#[tokio::test]
+async fn the_first_delivery_of_a_function_instance_records_the_clerk_instance_once() {
+    let table = TestTable::create().await;
+    let proxy = proxy().await;
+    let app = table.app_via(&proxy.endpoint());
+    assert_eq!(requests_for(&app, &proxy, &clerk::user("user.created", USER, T, "Ada")).await, 2);
+    assert_eq!(requests_for(&app, &proxy, &clerk::user("user.updated", USER, T + 1, "Ada")).await, 1);
 }
 
 #[tokio::test]

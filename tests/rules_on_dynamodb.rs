@@ -58,6 +58,8 @@ fn user_item(id: &str, rank: Rank) -> UserItem {
         created_at: Some(1),
         updated_at: Some(version as i64),
         last_sign_in_at: None,
+        banned: None,
+        locked: None,
         public_metadata: "{}".into(),
         version,
         digest: hex(rank),

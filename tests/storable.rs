@@ -308,8 +308,12 @@ async fn session_and_membership_items_with_hostile_content_are_valid_items() {
     let mut items = Vec::new();
     for (event_type, data) in [("session.created", session), ("organizationMembership.created", membership)] {
         let raw = RawValue::from_string(data).unwrap();
-        let event =
-            Event { event_type: event_type.into(), timestamp: None, kind: read_object(event_type, &raw).unwrap() };
+        let event = Event {
+            event_type: event_type.into(),
+            timestamp: None,
+            instance_id: None,
+            kind: read_object(event_type, &raw).unwrap(),
+        };
         match plan::plan(&event, plan::Options { store_clerk_data: true }).unwrap().unwrap() {
             Write::UpsertSession(session) => items.push(item::build(to_item(&session).unwrap(), None)),
             Write::PutMembership(membership) => {

@@ -288,3 +288,29 @@ async fn dynamodb_unreachable_answers_503_quickly_and_never_2xx() {
     assert!(started.elapsed() < std::time::Duration::from_secs(8), "took {:?}", started.elapsed());
     assert!(table.items().await.is_empty());
 }
+
+const T: i64 = 1_795_000_000_000;
+
+/// The table records the Clerk instance its deliveries come from (and the function's `data`
+/// setting), which `clerk-sync-admin` checks its secret key against.
+#[tokio::test]
+async fn the_first_delivery_records_the_clerk_instance_the_table_mirrors() {
+    let table = TestTable::create().await;
+    let (status, _) = deliver(&table, &clerk::user("user.created", USER, T, "Ada")).await;
+    assert_eq!(status, 200);
+    let mirror = table.item("META", "INSTANCE").await.unwrap();
+    assert_eq!(mirror["instance_id"], "ins_123");
+    assert_eq!(mirror["store_clerk_data"], true);
+}
+
+/// A delivery from another Clerk instance than the one the table mirrors (a second endpoint
+/// pointed at the same table) is refused, 500, and writes nothing: two instances' users would mix.
+#[tokio::test]
+async fn deliveries_from_another_clerk_instance_are_refused_and_write_nothing() {
+    let table = TestTable::create().await;
+    deliver(&table, &clerk::user("user.created", "user_first", T, "Ada")).await;
+    let other = clerk::user("user.created", USER, T, "Ada").replace("ins_123", "ins_other");
+    let (status, answer) = deliver(&table, &other).await;
+    assert_eq!((status, answer["error"].as_str()), (500, Some("this table mirrors another Clerk instance")));
+    assert_eq!(table.item(&format!("USER#{USER}"), "USER").await, None);
+}

@@ -105,7 +105,7 @@ pub fn plan_objects(
 fn plan_object(event_type: &str, raw: &RawValue, options: plan::Options) -> Result<Planned, String> {
     let kind = read_object(event_type, raw).map_err(|e| e.to_string())?;
     let id = kind.object_id().map(str::to_owned);
-    let event = Event { event_type: event_type.to_owned(), timestamp: None, kind };
+    let event = Event { event_type: event_type.to_owned(), timestamp: None, instance_id: None, kind };
     match (plan::plan(&event, options).map_err(|e| e.to_string())?, id) {
         (Some(write), Some(id)) => Ok(Planned { id, write }),
         _ => Err(format!("not an object a {event_type} event carries")),
@@ -176,9 +176,10 @@ impl Tally {
 }
 
 /// Offers every write to the table through `Store::apply`, a bounded number at once, counting the
-/// verdicts into `tally` (and showing it through `report`). A write that can never succeed (DynamoDB
-/// refused even its skeleton: not transient) is skipped and named on stderr, so that no object
-/// stops every run at the same place. On the first other failure no further write starts; those
+/// verdicts into `tally` (and showing it through `report`). A write that can never succeed because
+/// of the object itself (DynamoDB refused even its skeleton) is skipped and named on stderr, so
+/// that no object stops every run at the same place; a failure of DynamoDB, the credentials or the
+/// table stops the run (with its resume command). On the first other failure no further write starts; those
 /// in flight finish and are counted, then the failure is returned. Every write is idempotent, so
 /// offering the same ones again after a failure is safe.
 pub async fn apply_all(
@@ -199,7 +200,7 @@ pub async fn apply_all(
         let Some(joined) = running.join_next().await else { break };
         match joined {
             Ok((_, Ok(applied))) => tally.count(applied),
-            Ok((id, Err(source))) if !source.is_transient() => {
+            Ok((id, Err(source))) if source.is_about_the_item() => {
                 tally.skipped += 1;
                 eprintln!("skipped {id}: {source}");
             }

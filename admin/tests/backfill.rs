@@ -370,3 +370,20 @@ async fn an_object_dynamodb_refuses_is_skipped_and_named_and_the_run_goes_on() {
     assert!(user_items(&table).await.is_empty());
     assert!(!run.stderr.contains("resume with"), "{run}");
 }
+
+/// A failure of DynamoDB or the credentials (here they expire mid-run) is no object's fault: the
+/// run stops with its resume command rather than skipping every object after it.
+#[tokio::test]
+async fn expired_credentials_stop_the_run_with_its_resume_command() {
+    use common::fault_proxy::Fault as DynamoDbFault;
+    let (_clerk, table, mut admin) = setup(users(3), vec![]).await;
+    let proxy = common::proxy().await;
+    proxy.always(DynamoDbFault::ExpiredToken);
+    proxy.then(&[DynamoDbFault::Pass]);
+    admin.dynamodb_endpoint = Some(proxy.endpoint());
+    let run = admin.run(&["backfill", "--limit=1", FAST]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(!run.stderr.contains("skipped"), "{run}");
+    assert_eq!(run.resume_args(), ["backfill", "--limit=1", FAST]);
+    assert!(user_items(&table).await.is_empty());
+}

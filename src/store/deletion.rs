@@ -8,6 +8,7 @@
 //! whose other item may still exist keeps its item under the tombstone, so the next attempt finds
 //! it again. Deleting an item that is already gone is a no-op, so attempts may repeat and overlap.
 
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -128,13 +129,16 @@ impl Store {
             .collect::<Result<_, _>>()
             .map_err(|e| StoreError::Conversion(e.to_string()))?;
         for attempt in 0..=MAX_CONTENTION_RETRIES {
-            let output = self
-                .client
-                .batch_write_item()
-                .request_items(&self.table, requests)
-                .send()
-                .await
-                .map_err(|e| request_error("BatchWriteItem", e))?;
+            let sent = self.client.batch_write_item().request_items(&self.table, requests.clone()).send().await;
+            let output = match sent {
+                Ok(output) => output,
+                // A transaction on one of the items: send the whole batch again (deletes repeat safely).
+                Err(e) if e.as_service_error().and_then(|e| e.code()) == Some("TransactionConflictException") => {
+                    backoff(attempt).await;
+                    continue;
+                }
+                Err(e) => return Err(request_error("BatchWriteItem", e)),
+            };
             requests = output.unprocessed_items.and_then(|mut left| left.remove(&self.table)).unwrap_or_default();
             if requests.is_empty() {
                 return Ok(());

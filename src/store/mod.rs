@@ -27,8 +27,10 @@ use crate::tls::{self, Trust};
 pub use crate::item::Item;
 
 mod deletion;
+mod mirror;
 
 pub use deletion::Removal;
+pub use mirror::{MIRROR_PK, MIRROR_SK, Mirror, Recorded, Recorder};
 
 /// How long a deletion may spend removing what hangs off a tombstone within one delivery, after
 /// the tombstone is written: with the requests then in flight (at most one operation timeout), it
@@ -76,6 +78,13 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A failure of this item's own (DynamoDB refused it, even as its skeleton; it could not be
+    /// converted; or the rules and conditions disagreed on it), rather than of DynamoDB, the
+    /// credentials or the table: writing other items can still succeed.
+    pub fn is_about_the_item(&self) -> bool {
+        matches!(self, StoreError::Invalid { .. } | StoreError::Conversion(_) | StoreError::RulesDisagree)
+    }
+
     /// Worth retrying soon (throttling, timeouts, a server error) rather than a fault in the request.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -210,7 +219,10 @@ impl Store {
             Err(StoreError::Invalid { detail, .. }) => {
                 warn!(reason = %detail, "DynamoDB refused the item; writing it without data and public_metadata");
                 let skeleton = item::skeleton(&item);
-                (self.conditional_put(skeleton, expression, rank).await?, Fit { refused: true, ..fit })
+                let written = self.conditional_put(skeleton, expression, rank).await?;
+                // Only a skeleton that was written left something out.
+                let refused = matches!(written, Written);
+                (written, Fit { refused, ..fit })
             }
             other => (other?, fit),
         };
@@ -306,7 +318,8 @@ impl Store {
                 warn!(reason = %detail, "DynamoDB refused the item; writing it without data and public_metadata");
                 let skeletons = puts.iter().map(item::skeleton).collect();
                 let verdict = self.transact(guards, skeletons, expression, &values, &judge).await?;
-                Ok(Applied::written(verdict, Fit { refused: true, ..fit }))
+                // Only a skeleton that was written left something out.
+                Ok(Applied::written(verdict, Fit { refused: verdict == Verdict::Apply, ..fit }))
             }
             other => Ok(Applied::written(other?, fit)),
         }
@@ -443,10 +456,12 @@ fn stored(item: &Item) -> Option<Stored> {
     Some(Stored { rank: stored_rank(item)?, deleted, terminal })
 }
 
-/// A stored item's `version` and `digest`.
+/// A stored item's `version` and `digest`. A `digest` this crate did not write (not 32 lowercase
+/// hex digits, or not a string) is read as the highest: the rule then never calls for a write the
+/// condition refused, which would fail every delivery of that version (higher versions still apply).
 fn stored_rank(item: &Item) -> Option<Rank> {
     let version = item.get("version")?.as_n().ok()?.parse().ok()?;
-    let digest = item.get("digest").and_then(|d| d.as_s().ok()).and_then(|d| Digest::from_hex(d));
+    let digest = item.get("digest").map(|d| d.as_s().ok().and_then(|d| Digest::from_hex(d)).unwrap_or(Digest::MAX));
     Some(Rank::new(version, digest))
 }
 
@@ -499,6 +514,7 @@ fn service_error(operation: &'static str, error: &impl ProvideErrorMetadata) -> 
             | "ServiceUnavailable"
             | "TransactionInProgressException"
             | "TransactionConflictException"
+            | "ReplicatedWriteConflictException"
     );
     // The message DynamoDB sends names attributes and limits, never item values.
     let detail = format!("{code}: {}", error.message().unwrap_or(""));

@@ -31,6 +31,8 @@ pub enum Fault {
     TransactionConflict,
     /// Answer 400 ValidationException without forwarding: DynamoDB refused the request as invalid.
     Validation,
+    /// Answer 400 ExpiredTokenException without forwarding: the caller's credentials ran out.
+    ExpiredToken,
     /// For a BatchWriteItem, process only the requests whose key's `pk` starts with this prefix
     /// and answer the others as `UnprocessedItems`, as DynamoDB does under throttling; any other
     /// request passes.
@@ -146,6 +148,7 @@ async fn serve(
             Fault::Throttling => error_answer(400, "ThrottlingException"),
             Fault::TransactionConflict => error_answer(400, "TransactionConflictException"),
             Fault::Validation => error_answer(400, "ValidationException"),
+            Fault::ExpiredToken => error_answer(400, "ExpiredTokenException"),
         };
         if client.write_all(&answer).await.is_err() {
             return;

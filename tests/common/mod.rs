@@ -242,8 +242,17 @@ impl TestTable {
         }
     }
 
-    /// Every item, as plain JSON, keyed by (pk, sk).
+    /// Every item of Clerk's objects (users, sessions, organizations, memberships and their
+    /// tombstones), as plain JSON, keyed by (pk, sk): all but the table's record of the Clerk
+    /// instance it mirrors (`META`), which `item` still finds.
     pub async fn items(&self) -> BTreeMap<(String, String), Value> {
+        let mut items = self.all_items().await;
+        items.retain(|(pk, _), _| pk != clerk_sync::store::MIRROR_PK);
+        items
+    }
+
+    /// Every item, as plain JSON, keyed by (pk, sk).
+    pub async fn all_items(&self) -> BTreeMap<(String, String), Value> {
         let mut items = BTreeMap::new();
         let mut pages =
             patient_client_for(&self.endpoint).scan().table_name(&self.name).into_paginator().items().send();
@@ -256,7 +265,7 @@ impl TestTable {
     }
 
     pub async fn item(&self, pk: &str, sk: &str) -> Option<Value> {
-        self.items().await.remove(&(pk.to_owned(), sk.to_owned()))
+        self.all_items().await.remove(&(pk.to_owned(), sk.to_owned()))
     }
 
     /// One item exactly as DynamoDB holds it (numbers as their text, no conversion).
