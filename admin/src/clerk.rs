@@ -207,6 +207,26 @@ impl Clerk {
         Ok(serde_json::from_slice::<Count>(&body).ok().map(|c| c.total_count))
     }
 
+    /// The Clerk instance the secret key belongs to: the key id of the instance's JSON Web Key Set
+    /// (`GET /jwks`), which Clerk names after the instance (`ins_...`), as webhook envelopes'
+    /// `instance_id` do. `None` when the answer names no such key.
+    pub async fn instance_id(&self) -> Result<Option<String>, ClerkError> {
+        #[derive(Deserialize)]
+        struct KeySet {
+            keys: Vec<Key>,
+        }
+        #[derive(Deserialize)]
+        struct Key {
+            kid: Option<String>,
+        }
+        let body = self.get("/jwks", &[]).await?;
+        let keys = serde_json::from_slice::<KeySet>(&body).map(|set| set.keys).unwrap_or_default();
+        let is_instance = |id: &String| {
+            id.starts_with("ins_") && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        };
+        Ok(keys.into_iter().filter_map(|key| key.kid).find(is_instance))
+    }
+
     /// Whether Clerk still has user `id` (`GET /users/{id}`). Only a 404 that Clerk itself
     /// explains as `resource_not_found` means gone: a proxy's or a wrong URL's 404 is an error.
     pub async fn user_exists(&self, id: &str) -> Result<Found, ClerkError> {

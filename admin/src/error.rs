@@ -24,6 +24,12 @@ pub enum RunError {
          belongs to the Clerk instance that feeds this table; if it does, run again with --max-deletions {candidates}"
     )]
     TooManyDeletions { candidates: usize, what: String, max: usize },
+    #[error(
+        "refusing to tombstone {candidates} of the table's {live} live {what}: more than --max-deletion-share {share}. \
+         Check that CLERK_SECRET_KEY belongs to the Clerk instance that feeds this table; if it does, run again \
+         with a larger --max-deletion-share"
+    )]
+    TooLargeAShare { what: &'static str, candidates: usize, live: usize, share: f64 },
     #[error("interrupted")]
     Interrupted,
 }

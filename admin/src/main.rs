@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 use clerk_sync::plan;
-use clerk_sync::store::Store;
+use clerk_sync::store::{Mirror, Recorded, Recorder, Store};
 
 use crate::clerk::{Clerk, DEFAULT_API_URL, SecretKey};
 use crate::error::RunError;
@@ -62,22 +62,23 @@ struct Common {
     /// The DynamoDB table the function writes.
     #[arg(long, env = "TABLE_NAME")]
     table: Option<String>,
-    /// Requests to Clerk per 10 s [default: 900 for an sk_live_ key, 90 otherwise: 90% of Clerk's limits].
+    /// Requests to Clerk per 10 s [default: 450 for an sk_live_ key, 45 otherwise: 45% of Clerk's
+    /// limits, which leaves more than half to the application's own Backend API calls].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     rate: Option<u32>,
     /// Users per page, 1 to 500.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=500))]
     limit: u32,
-    /// Keep the whole Clerk object under `data`: set it as the function's STORE_CLERK_DATA is.
+    /// Keep the whole Clerk object under `data` [default: what the deployed function records in the
+    /// table; true before it has recorded anything]. A value other than the function's is refused.
     #[arg(
         long,
         env = "STORE_CLERK_DATA",
         value_name = "BOOL",
-        default_value = "true",
         action = clap::ArgAction::Set,
         value_parser = clap::builder::BoolishValueParser::new()
     )]
-    store_clerk_data: bool,
+    store_clerk_data: Option<bool>,
     /// Read everything and report what would be written; write nothing.
     #[arg(long)]
     dry_run: bool,
@@ -106,6 +107,10 @@ struct ReconcileArgs {
     /// (nothing is written then).
     #[arg(long, default_value_t = 100)]
     max_deletions: usize,
+    /// Refuse to tombstone more than this share of the table's live users (and, with
+    /// --organizations, of its live organizations); at least one is always allowed.
+    #[arg(long, default_value_t = 0.25, value_parser = share)]
+    max_deletion_share: f64,
     /// Also organizations and organization memberships: write what the table lacks or holds
     /// outdated, tombstone what Clerk no longer has.
     #[arg(long)]
@@ -139,7 +144,7 @@ fn clerk(common: &Common) -> Result<Arc<Clerk>, ExitCode> {
             USAGE,
         )
     })?;
-    let rate = common.rate.unwrap_or(key.rate_limit() / 10 * 9);
+    let rate = common.rate.unwrap_or(key.rate_limit() * 45 / 100);
     Clerk::new(&common.api_url, &key, rate).map(Arc::new).map_err(|e| fail(&e.to_string(), USAGE))
 }
 
@@ -177,13 +182,21 @@ async fn backfill(args: BackfillArgs) -> ExitCode {
             Err(code) => return code,
         }
     };
+    // A dry run writes nothing and needs no table: it reads as the flag (or the default) says.
+    let plan = match &store {
+        Some(store) => match guard(&clerk, store, common.store_clerk_data, true).await {
+            Ok(plan) => plan,
+            Err(code) => return code,
+        },
+        None => plan::Options { store_clerk_data: common.store_clerk_data.unwrap_or(true) },
+    };
     let options = backfill::Options {
         limit: common.limit,
         starting_after: args.starting_after.clone(),
         sessions: args.sessions,
         organizations: args.organizations,
         dry_run: common.dry_run,
-        plan: plan::Options { store_clerk_data: common.store_clerk_data },
+        plan,
     };
     let progress = Progress::new();
     let mut state = backfill::State::default();
@@ -221,12 +234,17 @@ async fn reconcile(args: ReconcileArgs) -> ExitCode {
         Ok(connected) => connected,
         Err(code) => return code,
     };
+    let plan = match guard(&clerk, &store, common.store_clerk_data, !common.dry_run).await {
+        Ok(plan) => plan,
+        Err(code) => return code,
+    };
     let options = reconcile::Options {
         limit: common.limit,
         max_deletions: args.max_deletions,
+        max_deletion_share: args.max_deletion_share,
         organizations: args.organizations,
         dry_run: common.dry_run,
-        plan: plan::Options { store_clerk_data: common.store_clerk_data },
+        plan,
     };
     let progress = Progress::new();
     let mut report = reconcile::Report::default();
@@ -240,16 +258,82 @@ async fn reconcile(args: ReconcileArgs) -> ExitCode {
     let outcome = match (&result, options.dry_run) {
         (Ok(()), false) => "complete",
         (Ok(()), true) => "dry run complete: nothing written",
-        (Err(RunError::TooManyDeletions { .. }), _) => "refused: nothing written",
+        (Err(RunError::TooManyDeletions { .. } | RunError::TooLargeAShare { .. }), _) => "refused: nothing written",
         (Err(_), _) => "stopped",
     };
     println!("reconcile {outcome}: elapsed={elapsed:.1}s");
     println!("{}", report.lines(options.dry_run, options.organizations));
     match result {
         Ok(()) => done(report.skipped()),
-        Err(e @ RunError::TooManyDeletions { .. }) => fail(&e.to_string(), REFUSED),
+        Err(e @ (RunError::TooManyDeletions { .. } | RunError::TooLargeAShare { .. })) => fail(&e.to_string(), REFUSED),
         // Every write is idempotent and reconcile recomputes the drift: running it again resumes.
         Err(e) => fail(&format!("{e}; run reconcile again once the cause is fixed"), FAILED),
+    }
+}
+
+/// Before any write: the secret key must belong to the Clerk instance the table mirrors, and the
+/// items are written as the deployed function writes them (`data` kept or not). Where the table
+/// records nothing yet, the tool records the key's instance when it will write (`record`).
+async fn guard(clerk: &Clerk, store: &Store, flag: Option<bool>, record: bool) -> Result<plan::Options, ExitCode> {
+    let table_error = |e: clerk_sync::store::StoreError| {
+        fail(&format!("reading the table's record of its Clerk instance: {e}"), FAILED)
+    };
+    let instance = match clerk.instance_id().await {
+        Ok(Some(instance)) => instance,
+        Ok(None) => {
+            return Err(fail(
+                "Clerk's key set (GET /jwks) names no instance: cannot check which Clerk instance CLERK_SECRET_KEY belongs to; nothing written",
+                FAILED,
+            ));
+        }
+        Err(e) => {
+            return Err(fail(
+                &format!("{e}; cannot check which Clerk instance CLERK_SECRET_KEY belongs to; nothing written"),
+                FAILED,
+            ));
+        }
+    };
+    let recorded = store.mirror().await.map_err(table_error)?;
+    if let Some(recorded) = &recorded {
+        if recorded.instance_id != instance {
+            let message = format!(
+                "CLERK_SECRET_KEY belongs to Clerk instance {instance}, but the table mirrors {} (recorded from its \
+                 webhook deliveries): refusing to write anything. Use the secret key of that instance",
+                recorded.instance_id
+            );
+            return Err(fail(&message, REFUSED));
+        }
+    }
+    let store_clerk_data = match (recorded.as_ref().map(|r| r.store_clerk_data), flag) {
+        (Some(deployed), Some(asked)) if deployed != asked => {
+            let message = format!(
+                "the deployed function stores data={deployed} (recorded in the table), but --store-clerk-data \
+                 (or STORE_CLERK_DATA) says {asked}: the tool would write items the function does not. Leave it \
+                 unset to follow the function"
+            );
+            return Err(fail(&message, USAGE));
+        }
+        (Some(deployed), _) => deployed,
+        (None, asked) => asked.unwrap_or(true),
+    };
+    if recorded.is_none() && record {
+        let mirror = Mirror { instance_id: instance.clone(), store_clerk_data };
+        match store.record_mirror(&mirror, Recorder::Operator).await.map_err(table_error)? {
+            Recorded::Same => {}
+            Recorded::Other(other) => {
+                let message =
+                    format!("the table started mirroring {} meanwhile: refusing to write anything", other.instance_id);
+                return Err(fail(&message, REFUSED));
+            }
+        }
+    }
+    Ok(plan::Options { store_clerk_data })
+}
+
+fn share(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err("a share from 0 to 1, such as 0.25".to_owned()),
     }
 }
 
@@ -329,7 +413,7 @@ mod tests {
         else {
             panic!("not a backfill")
         };
-        assert!(!args.common.store_clerk_data);
+        assert_eq!(args.common.store_clerk_data, Some(false));
     }
 
     #[test]

@@ -49,6 +49,8 @@ const CONFIRM_CONCURRENCY: usize = 16;
 pub struct Options {
     pub limit: u32,
     pub max_deletions: usize,
+    /// At most this share of the live users (and organizations) may be tombstoned.
+    pub max_deletion_share: f64,
     /// Also organizations and memberships.
     pub organizations: bool,
     pub dry_run: bool,
@@ -281,7 +283,8 @@ struct Writes {
     outdated: Vec<Planned>,
 }
 
-/// How many tombstones a run would write, checked against `--max-deletions`.
+/// How many tombstones a run would write, checked against `--max-deletions` and, as a share of
+/// the live users and organizations, `--max-deletion-share`.
 struct Deletions {
     users: usize,
     organizations: usize,
@@ -289,7 +292,15 @@ struct Deletions {
 }
 
 impl Deletions {
-    fn check(&self, options: &Options) -> Result<(), RunError> {
+    fn check(&self, options: &Options, live_users: usize, live_organizations: usize) -> Result<(), RunError> {
+        let allowed = |live: usize| ((live as f64 * options.max_deletion_share).floor() as usize).max(1);
+        for (what, candidates, live) in
+            [("users", self.users, live_users), ("organizations", self.organizations, live_organizations)]
+        {
+            if candidates > allowed(live) {
+                return Err(RunError::TooLargeAShare { what, candidates, live, share: options.max_deletion_share });
+            }
+        }
         let candidates = self.users + self.organizations + self.memberships;
         if candidates <= options.max_deletions {
             return Ok(());
@@ -377,7 +388,7 @@ pub async fn run(
         organizations: organization_candidates.len(),
         memberships: membership_candidates.len(),
     }
-    .check(options)?;
+    .check(options, report.users.table, report.organizations.table)?;
 
     report.users.candidates = user_candidates.len();
     report.organizations.candidates = organization_candidates.len();
@@ -431,7 +442,7 @@ pub async fn run(
     report.memberships.deleted_in_clerk.fetched = gone_memberships.len() as u64;
     // Memberships that waited may have added tombstones the first check could not count.
     Deletions { users: gone_users.len(), organizations: gone_organizations.len(), memberships: gone_memberships.len() }
-        .check(options)?;
+        .check(options, report.users.table, report.organizations.table)?;
     if options.dry_run {
         return Ok(());
     }

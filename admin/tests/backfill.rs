@@ -356,8 +356,10 @@ async fn an_object_dynamodb_refuses_is_skipped_and_named_and_the_run_goes_on() {
     let (clerk, table, mut admin) = setup(users(1), vec![]).await;
     clerk.set_organizations(vec![organization("org_1", 5)], vec![]);
     let proxy = common::proxy().await;
-    // DescribeTable at start, then the user's item and its skeleton are refused.
-    proxy.then(&[DynamoDbFault::Pass, DynamoDbFault::Validation, DynamoDbFault::Validation]);
+    // DescribeTable, reading and writing the table's record of its Clerk instance at start, then
+    // the user's item and its skeleton are refused.
+    let pass = DynamoDbFault::Pass;
+    proxy.then(&[pass, pass, pass, DynamoDbFault::Validation, DynamoDbFault::Validation]);
     admin.dynamodb_endpoint = Some(proxy.endpoint());
     let run = admin.run(&["backfill", "--organizations", FAST]).await;
     assert_eq!(run.code, Some(4), "{run}");
@@ -379,7 +381,7 @@ async fn expired_credentials_stop_the_run_with_its_resume_command() {
     let (_clerk, table, mut admin) = setup(users(3), vec![]).await;
     let proxy = common::proxy().await;
     proxy.always(DynamoDbFault::ExpiredToken);
-    proxy.then(&[DynamoDbFault::Pass]);
+    proxy.then(&[DynamoDbFault::Pass; 3]);
     admin.dynamodb_endpoint = Some(proxy.endpoint());
     let run = admin.run(&["backfill", "--limit=1", FAST]).await;
     assert_eq!(run.code, Some(1), "{run}");

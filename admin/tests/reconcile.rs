@@ -77,14 +77,14 @@ async fn reconcile_refuses_above_max_deletions_and_writes_nothing() {
     // Drift it would otherwise write too: a user the table lacks.
     clerk.put_user(user(10, 1_700_000_010_500));
     let before = table.items().await;
-    let run = admin.run(&["reconcile", "--max-deletions=3", FAST]).await;
+    let run = admin.run(&["reconcile", "--max-deletions=3", "--max-deletion-share=1", FAST]).await;
     assert_eq!(run.code, Some(3), "{run}");
     assert!(run.stderr.contains("refusing to tombstone 4 users: more than --max-deletions 3"), "{run}");
     assert!(run.stdout.starts_with("reconcile refused: nothing written"), "{run}");
     assert_eq!(table.items().await, before);
     assert_eq!(clerk.received().iter().filter(|r| r.path.starts_with("/users/user_")).count(), 0);
 
-    let allowed = admin.run(&["reconcile", "--max-deletions=4", FAST]).await;
+    let allowed = admin.run(&["reconcile", "--max-deletions=4", "--max-deletion-share=1", FAST]).await;
     assert_eq!(allowed.code, Some(0), "{allowed}");
     assert_eq!(allowed.figure("deleted_in_clerk:", "tombstoned"), 4, "{allowed}");
 }
@@ -377,7 +377,7 @@ async fn without_the_organizations_flag_organizations_and_memberships_are_left_a
     assert_eq!(run.code, Some(0), "{run}");
     assert_eq!(table.items().await, before);
     let requests = clerk.received().split_off(backfill_requests);
-    assert!(requests.iter().all(|r| r.path.starts_with("/users")), "{requests:?}");
+    assert!(requests.iter().all(|r| r.path.starts_with("/users") || r.path == "/jwks"), "{requests:?}");
     assert!(!run.stdout.contains("organizations") && !run.stdout.contains("memberships "), "{run}");
 }
 
@@ -506,4 +506,69 @@ async fn reconcile_finds_sessions_of_users_whose_item_never_arrived() {
     assert_eq!(items.get(&(format!("USER#{never}"), "SESSION#sess_never".to_owned())), None);
     assert_eq!(items[&(format!("USER#{never}"), "USER".to_owned())]["deleted"], json!(true));
     assert!(items[&(format!("USER#{listed}"), "USER".to_owned())]["email"].is_string());
+}
+
+/// Beside the count, tombstones are capped as a share of the live users (default 25%): a key of
+/// a development instance pointed at a small production table would find none of its users.
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_refuses_to_tombstone_a_larger_share_of_users_than_allowed() {
+    let (clerk, table, admin) = in_sync().await;
+    for i in [1, 3, 5] {
+        clerk.delete_user(&user_id(i));
+    }
+    let before = table.items().await;
+    let run = admin.run(&["reconcile", FAST]).await;
+    assert_eq!(run.code, Some(3), "{run}");
+    assert!(run.stderr.contains("refusing to tombstone 3 of the table's 10 live users"), "{run}");
+    assert_eq!(table.items().await, before);
+    let allowed = admin.run(&["reconcile", "--max-deletion-share=0.3", FAST]).await;
+    assert_eq!((allowed.code, allowed.figure("deleted_in_clerk:", "tombstoned")), (Some(0), 3), "{allowed}");
+}
+
+/// The table records the Clerk instance its webhooks come from; a secret key of another instance
+/// is refused before anything is written, by backfill and reconcile alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_key_of_another_clerk_instance_is_refused_before_any_write() {
+    let (clerk, table, admin) = in_sync().await;
+    put(&table, json!({"pk": "META", "sk": "INSTANCE", "instance_id": "ins_production", "store_clerk_data": true}))
+        .await;
+    clerk.delete_user(&user_id(1));
+    clerk.put_user(user(10, 1_700_000_010_500));
+    let before = table.items().await;
+    for args in [["reconcile", FAST], ["backfill", FAST]] {
+        let run = admin.run(&args).await;
+        assert_eq!(run.code, Some(3), "{run}");
+        assert!(
+            run.stderr
+                .contains("CLERK_SECRET_KEY belongs to Clerk instance ins_123, but the table mirrors ins_production"),
+            "{run}"
+        );
+        assert_eq!(table.items().await, before);
+    }
+}
+
+/// A first backfill records the key's instance; the tool writes items as the deployed function
+/// does (here without `data`) without being told, and refuses to be told otherwise.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tool_follows_the_functions_data_setting_and_records_the_instance() {
+    let clerk = FakeClerk::start(users(2), vec![]).await;
+    let table = TestTable::create().await;
+    let admin = Admin::new(&clerk, &table);
+    put(&table, json!({"pk": "META", "sk": "INSTANCE", "instance_id": "ins_123", "store_clerk_data": false})).await;
+    let refused = admin.run(&["backfill", "--store-clerk-data=true", FAST]).await;
+    assert_eq!(refused.code, Some(2), "{refused}");
+    assert!(refused.stderr.contains("the deployed function stores data=false"), "{refused}");
+    assert!(table.items().await.is_empty());
+
+    let run = admin.run(&["backfill", FAST]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    let items = user_items(&table).await;
+    assert_eq!(items.len(), 2);
+    assert!(items.values().all(|item| item.get("data").is_none()), "{items:?}");
+
+    let fresh = TestTable::create().await;
+    let run = Admin::new(&clerk, &fresh).run(&["backfill", FAST]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    let mirror = fresh.item("META", "INSTANCE").await.unwrap();
+    assert_eq!((mirror["instance_id"].as_str(), mirror["store_clerk_data"].as_bool()), (Some("ins_123"), Some(true)));
 }

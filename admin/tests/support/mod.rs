@@ -23,6 +23,9 @@ use crate::common;
 
 /// The key the fake accepts. Tests check it never appears in the tool's output.
 pub const KEY: &str = "sk_test_fAkEsEcReTkEy0123456789abcdef";
+/// The Clerk instance the fake's key belongs to (its key set's key id), as the webhooks the
+/// tests deliver name it (`tests/common`).
+pub const INSTANCE: &str = "ins_123";
 /// Every generated user's first name starts with this; it must never appear in the tool's output.
 pub const NAME_PREFIX: &str = "Zelda";
 
@@ -308,6 +311,10 @@ async fn answer(state: Arc<Mutex<State>>, request: Request<Incoming>) -> Result<
     };
     Ok(match path.as_str() {
         "/users/count" => json_answer(200, &json!({"object": "total_count", "total_count": listed.len()})),
+        "/jwks" => json_answer(
+            200,
+            &json!({"keys": [{"use": "sig", "kty": "RSA", "kid": INSTANCE, "alg": "RS256", "n": "0vx7", "e": "AQAB"}]}),
+        ),
         "/users" => {
             if query.get("order_by").map(String::as_str) != Some("created_at") {
                 return Ok(clerk_error(400, "form_param_value_invalid"));
