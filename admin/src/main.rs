@@ -294,16 +294,15 @@ async fn guard(clerk: &Clerk, store: &Store, flag: Option<bool>, record: bool) -
         }
     };
     let recorded = store.mirror().await.map_err(table_error)?;
-    if let Some(recorded) = &recorded {
-        if recorded.instance_id != instance {
-            let message = format!(
-                "CLERK_SECRET_KEY belongs to Clerk instance {instance}, but the table mirrors {} (recorded from its \
-                 webhook deliveries): refusing to write anything. Use the secret key of that instance",
-                recorded.instance_id
-            );
-            return Err(fail(&message, REFUSED));
-        }
+    if let Some(recorded) = recorded.as_ref().filter(|recorded| recorded.instance_id != instance) {
+        let message = format!(
+            "CLERK_SECRET_KEY belongs to Clerk instance {instance}, but the table mirrors {} (recorded from its \
+             webhook deliveries): refusing to write anything. Use the secret key of that instance",
+            recorded.instance_id
+        );
+        return Err(fail(&message, REFUSED));
     }
+
     let store_clerk_data = match (recorded.as_ref().map(|r| r.store_clerk_data), flag) {
         (Some(deployed), Some(asked)) if deployed != asked => {
             let message = format!(
