@@ -150,10 +150,11 @@ async fn the_cleanup_function_finishes_what_the_delivery_left() {
     let budgetless = table.store().with_removal_page_size(5).with_removal_budget(Duration::ZERO);
     let (status, answer) =
         deliver(&table.app_with_store(budgetless), &clerk::organization_deleted(organization, V + 1)).await;
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!((answer["removal"].as_str(), answer["memberships_removed"].as_u64()), (Some("continues"), Some(5)));
+    assert_eq!((status, answer["removal"].as_str()), (200, Some("continues")), "{answer}");
     let pk = format!("ORG#{organization}");
-    assert_eq!(left_under(&table, &pk).await.len(), 50, "25 memberships, both items each");
+    let removed = answer["memberships_removed"].as_u64().unwrap() as usize;
+    assert_eq!(left_under(&table, &pk).await.len(), 2 * (30 - removed), "both items of each membership left");
+    assert!(removed < 30);
 
     let response = cleanup::handle(&table.store().with_removal_page_size(5), stream_event(organization)).await;
     assert!(response.batch_item_failures.is_empty(), "{response:?}");

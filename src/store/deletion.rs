@@ -39,7 +39,9 @@ pub struct Removal {
 impl Store {
     /// Removes every item in the partition `pk` but its root (`root_sk`), and the other item of
     /// each membership among them, page by page until the partition is empty or `deadline` has
-    /// passed (checked between pages, so each call removes at least one page).
+    /// passed. At the deadline it stops where it is, even within a page, and says the removal is
+    /// not complete: the other side of a page is always wholly deleted before its items under the
+    /// tombstone are touched, so a stop anywhere leaves every remaining pair findable.
     pub(super) async fn remove_children(
         &self,
         pk: &str,
@@ -78,8 +80,9 @@ impl Store {
                 }
                 under_tombstone.push(key);
             }
-            self.delete_all(others).await?;
-            self.delete_all(under_tombstone).await?;
+            if !self.delete_all(others, deadline).await? || !self.delete_all(under_tombstone, deadline).await? {
+                return Ok(removal);
+            }
             removal.sessions += sessions;
             removal.memberships += memberships;
             start = page.last_evaluated_key;
@@ -96,11 +99,18 @@ impl Store {
     /// Deletes these items: membership items whose other item an earlier, interrupted removal
     /// already took (orphans), as `clerk-sync-admin reconcile` finds them.
     pub async fn remove_items(&self, keys: Vec<(String, String)>) -> Result<(), StoreError> {
-        self.delete_all(keys.into_iter().map(|(pk, sk)| key_of(pk, sk)).collect()).await
+        let deadline = Instant::now() + self.removal_budget;
+        let keys = keys.into_iter().map(|(pk, sk)| key_of(pk, sk)).collect();
+        match self.delete_all(keys, deadline).await? {
+            true => Ok(()),
+            false => Err(StoreError::Contention { operation: "BatchWriteItem" }),
+        }
     }
 
-    /// Deletes `keys`, in batches of 25, several at once; returns once every one is confirmed.
-    async fn delete_all(&self, keys: Vec<Item>) -> Result<(), StoreError> {
+    /// Deletes `keys`, in batches of 25, several at once: `true` once every one is confirmed,
+    /// `false` if `deadline` came first (the batches still in flight are abandoned; deletes repeat
+    /// safely).
+    async fn delete_all(&self, keys: Vec<Item>, deadline: Instant) -> Result<bool, StoreError> {
         let mut batches = keys.chunks(BATCH_SIZE).map(<[Item]>::to_vec).collect::<Vec<_>>().into_iter();
         let mut running = JoinSet::new();
         loop {
@@ -109,10 +119,11 @@ impl Store {
                 let store = self.clone();
                 running.spawn(async move { store.batch_delete(batch).await });
             }
-            match running.join_next().await {
-                None => return Ok(()),
-                Some(Ok(result)) => result?,
-                Some(Err(e)) => std::panic::resume_unwind(e.into_panic()),
+            match tokio::time::timeout_at(deadline, running.join_next()).await {
+                Err(_) => return Ok(false),
+                Ok(None) => return Ok(true),
+                Ok(Some(Ok(result))) => result?,
+                Ok(Some(Err(e))) => std::panic::resume_unwind(e.into_panic()),
             }
         }
     }

@@ -33,8 +33,8 @@ pub use deletion::Removal;
 pub use mirror::{MIRROR_PK, MIRROR_SK, Mirror, Recorded, Recorder};
 
 /// How long a deletion may spend removing what hangs off a tombstone within one delivery, after
-/// the tombstone is written: with the requests then in flight (at most one operation timeout), it
-/// stays inside the handler's 8 s deadline.
+/// the tombstone is written (it stops then, even within a page, and says the removal continues):
+/// with the tombstone's own write, well inside the handler's 8 s deadline.
 pub const DEFAULT_REMOVAL_BUDGET: Duration = Duration::from_secs(3);
 /// How often a write that lost a transaction conflict, or batch items DynamoDB left unprocessed,
 /// are tried again before the delivery fails with a 5xx (and Svix retries it later).
