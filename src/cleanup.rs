@@ -46,15 +46,16 @@ pub fn tombstone(record: &EventRecord) -> Option<Tombstone> {
     }
 }
 
-/// Finishes the removals a batch of stream records calls for, in order, with `store` (whose
-/// removal budget the caller sets from the time it has). Stops at the first record not finished
-/// and reports it: Lambda then hands the stream back from that record.
-pub async fn handle(store: &Store, event: Event) -> DynamoDbEventResponse {
+/// Finishes the removals a batch of stream records calls for, in order, with `store`, all within
+/// its removal budget (the caller sets it from the time the invocation has). Stops at the first
+/// record not finished and reports it: Lambda then hands the stream back from that record.
+pub async fn handle(store: &Store, event: Event, budget: Duration) -> DynamoDbEventResponse {
+    let deadline = tokio::time::Instant::now() + budget;
     let mut response = DynamoDbEventResponse::default();
     for record in &event.records {
         let Some(tombstone) = tombstone(record) else { continue };
         let sequence = record.change.sequence_number.clone();
-        let outcome = store.remove_under_tombstone(&tombstone.pk, tombstone.root_sk).await;
+        let outcome = store.remove_under_tombstone_by(&tombstone.pk, tombstone.root_sk, deadline).await;
         match &outcome {
             Ok(removal) => tracing::info!(
                 pk = tombstone.pk,

@@ -4,7 +4,7 @@
 //! parse, plan, store, answer. Every way out is an HTTP answer (never an `Err` to the runtime)
 //! and one log line with the message id, event type, object id, version and outcome.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lambda_http::http::{Method, StatusCode, header};
@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::event::{self, EventKind};
 use crate::plan::{self, Options};
 use crate::rules::Verdict;
-use crate::store::{Applied, Mirror, Recorded, Recorder, Store, StoreError};
+use crate::store::{Applied, Mirror, Recorded, Store, StoreError};
 use crate::tls::Trust;
 use crate::verify::{Unverified, Verifier};
 
@@ -33,9 +33,9 @@ pub struct App {
     verifier: Verifier,
     store: Store,
     options: Options,
-    /// Whether this function instance has recorded, or found, the Clerk instance the table
-    /// mirrors (once per cold start; see `store::Mirror`).
-    mirror_checked: AtomicBool,
+    /// The Clerk instance the table mirrors, once this function instance has recorded or found it
+    /// (one PutItem per cold start; see `store::Mirror`). Every delivery is compared with it.
+    mirrored: OnceLock<String>,
 }
 
 impl App {
@@ -44,7 +44,7 @@ impl App {
             verifier: Verifier::new(config.secrets),
             store,
             options: Options { store_clerk_data: config.store_clerk_data },
-            mirror_checked: AtomicBool::new(false),
+            mirrored: OnceLock::new(),
         }
     }
 
@@ -176,23 +176,30 @@ enum Failure {
 }
 
 impl App {
-    /// On the first delivery of this function instance that names its Clerk instance, records it
-    /// in the table (one PutItem per cold start), or finds that the table mirrors another one:
-    /// two instances writing one table would mix their users, so such deliveries are refused.
+    /// Every delivery that names its Clerk instance is compared with the instance the table
+    /// mirrors. The first of each cold start records it (one PutItem), or finds that the table
+    /// mirrors another: two instances writing one table would mix their users, so deliveries from
+    /// another instance are refused, on every delivery, warm or cold.
     async fn check_mirror(&self, instance_id: Option<&str>) -> Result<(), Failure> {
         let Some(instance_id) = instance_id else { return Ok(()) };
-        if self.mirror_checked.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let mirror = Mirror { instance_id: instance_id.to_owned(), store_clerk_data: self.options.store_clerk_data };
-        match self.store.record_mirror(&mirror, Recorder::Function).await.map_err(Failure::Store)? {
-            Recorded::Same => {
-                self.mirror_checked.store(true, Ordering::Relaxed);
-                Ok(())
+        let mirrored = match self.mirrored.get() {
+            Some(mirrored) => mirrored,
+            None => {
+                let mirror = Mirror {
+                    instance_id: instance_id.to_owned(),
+                    store_clerk_data: Some(self.options.store_clerk_data),
+                };
+                let recorded = match self.store.record_mirror(&mirror).await.map_err(Failure::Store)? {
+                    Recorded::Same => mirror.instance_id,
+                    Recorded::Other(recorded) => recorded.instance_id,
+                };
+                self.mirrored.get_or_init(|| recorded)
             }
-            Recorded::Other(recorded) => {
-                Err(Failure::OtherInstance { recorded: recorded.instance_id, delivered: instance_id.to_owned() })
-            }
+        };
+        if mirrored == instance_id {
+            Ok(())
+        } else {
+            Err(Failure::OtherInstance { recorded: mirrored.clone(), delivered: instance_id.to_owned() })
         }
     }
 }

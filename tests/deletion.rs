@@ -156,7 +156,8 @@ async fn the_cleanup_function_finishes_what_the_delivery_left() {
     assert_eq!(left_under(&table, &pk).await.len(), 2 * (30 - removed), "both items of each membership left");
     assert!(removed < 30);
 
-    let response = cleanup::handle(&table.store().with_removal_page_size(5), stream_event(organization)).await;
+    let store = table.store().with_removal_page_size(5);
+    let response = cleanup::handle(&store, stream_event(organization), Duration::from_secs(60)).await;
     assert!(response.batch_item_failures.is_empty(), "{response:?}");
     assert_eq!(left_under(&table, &pk).await, Vec::<(String, String)>::new());
     let tombstone = table.item(&pk, "ORG").await.unwrap();
@@ -171,7 +172,8 @@ async fn the_cleanup_function_reports_the_record_it_could_not_finish() {
     let table = TestTable::create().await;
     let proxy = proxy().await;
     proxy.always(Fault::Throttling);
-    let response = cleanup::handle(&table.store_via(&proxy.endpoint()), stream_event("org_throttled")).await;
+    let store = table.store_via(&proxy.endpoint());
+    let response = cleanup::handle(&store, stream_event("org_throttled"), Duration::from_secs(60)).await;
     let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
     assert_eq!(failed, [Some("4400000000012345678902".to_owned())]);
 }
@@ -201,8 +203,7 @@ async fn an_organization_of_20000_members_is_removed_completely() {
     let delivered = started.elapsed();
     assert_eq!(status, 200, "{answer}");
     let started = Instant::now();
-    let store = table.patient_store().with_removal_budget(Duration::from_secs(600));
-    let response = cleanup::handle(&store, stream_event(organization)).await;
+    let response = cleanup::handle(&table.patient_store(), stream_event(organization), Duration::from_secs(600)).await;
     let cleaned = started.elapsed();
     assert!(response.batch_item_failures.is_empty(), "{response:?}");
 

@@ -314,3 +314,17 @@ async fn deliveries_from_another_clerk_instance_are_refused_and_write_nothing() 
     assert_eq!((status, answer["error"].as_str()), (500, Some("this table mirrors another Clerk instance")));
     assert_eq!(table.item(&format!("USER#{USER}"), "USER").await, None);
 }
+
+/// The instance is compared on every delivery, not only on the first of a cold start: a warm
+/// function refuses another instance's delivery too.
+#[tokio::test]
+async fn a_warm_function_refuses_another_clerk_instance_too() {
+    let table = TestTable::create().await;
+    let app = table.app();
+    let first = answer(&app.handle(delivery(&clerk::user("user.created", "user_first", T, "Ada"), "msg_a")).await);
+    assert_eq!(first.0, 200);
+    let other = clerk::user("user.created", USER, T, "Ada").replace("ins_123", "ins_other");
+    let (status, _) = answer(&app.handle(delivery(&other, "msg_b")).await);
+    assert_eq!(status, 500);
+    assert_eq!(table.item(&format!("USER#{USER}"), "USER").await, None);
+}

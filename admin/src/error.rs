@@ -30,6 +30,12 @@ pub enum RunError {
          with a larger --max-deletion-share"
     )]
     TooLargeAShare { what: &'static str, candidates: usize, live: usize, share: f64 },
+    #[error(
+        "the table records no Clerk instance yet (no webhook has reached the function), so CLERK_SECRET_KEY cannot \
+         be checked against it: refusing to tombstone anything. Let one webhook through first (Clerk's dashboard, \
+         Webhooks, Testing)"
+    )]
+    InstanceUnchecked,
     #[error("interrupted")]
     Interrupted,
 }

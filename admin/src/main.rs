@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 use clerk_sync::plan;
-use clerk_sync::store::{Mirror, Recorded, Recorder, Store};
+use clerk_sync::store::Store;
 
 use crate::clerk::{Clerk, DEFAULT_API_URL, SecretKey};
 use crate::error::RunError;
@@ -184,8 +184,8 @@ async fn backfill(args: BackfillArgs) -> ExitCode {
     };
     // A dry run writes nothing and needs no table: it reads as the flag (or the default) says.
     let plan = match &store {
-        Some(store) => match guard(&clerk, store, common.store_clerk_data, true).await {
-            Ok(plan) => plan,
+        Some(store) => match guard(&clerk, store, common.store_clerk_data).await {
+            Ok((plan, _)) => plan,
             Err(code) => return code,
         },
         None => plan::Options { store_clerk_data: common.store_clerk_data.unwrap_or(true) },
@@ -234,14 +234,15 @@ async fn reconcile(args: ReconcileArgs) -> ExitCode {
         Ok(connected) => connected,
         Err(code) => return code,
     };
-    let plan = match guard(&clerk, &store, common.store_clerk_data, !common.dry_run).await {
-        Ok(plan) => plan,
+    let (plan, instance_checked) = match guard(&clerk, &store, common.store_clerk_data).await {
+        Ok(guarded) => guarded,
         Err(code) => return code,
     };
     let options = reconcile::Options {
         limit: common.limit,
         max_deletions: args.max_deletions,
         max_deletion_share: args.max_deletion_share,
+        instance_checked,
         organizations: args.organizations,
         dry_run: common.dry_run,
         plan,
@@ -258,43 +259,56 @@ async fn reconcile(args: ReconcileArgs) -> ExitCode {
     let outcome = match (&result, options.dry_run) {
         (Ok(()), false) => "complete",
         (Ok(()), true) => "dry run complete: nothing written",
-        (Err(RunError::TooManyDeletions { .. } | RunError::TooLargeAShare { .. }), _) => "refused: nothing written",
+        (Err(RunError::TooManyDeletions { .. } | RunError::TooLargeAShare { .. } | RunError::InstanceUnchecked), _) => {
+            "refused: nothing written"
+        }
         (Err(_), _) => "stopped",
     };
     println!("reconcile {outcome}: elapsed={elapsed:.1}s");
     println!("{}", report.lines(options.dry_run, options.organizations));
     match result {
         Ok(()) => done(report.skipped()),
-        Err(e @ (RunError::TooManyDeletions { .. } | RunError::TooLargeAShare { .. })) => fail(&e.to_string(), REFUSED),
+        Err(
+            e @ (RunError::TooManyDeletions { .. } | RunError::TooLargeAShare { .. } | RunError::InstanceUnchecked),
+        ) => fail(&e.to_string(), REFUSED),
         // Every write is idempotent and reconcile recomputes the drift: running it again resumes.
         Err(e) => fail(&format!("{e}; run reconcile again once the cause is fixed"), FAILED),
     }
 }
 
-/// Before any write: the secret key must belong to the Clerk instance the table mirrors, and the
-/// items are written as the deployed function writes them (`data` kept or not). Where the table
-/// records nothing yet, the tool records the key's instance when it will write (`record`).
-async fn guard(clerk: &Clerk, store: &Store, flag: Option<bool>, record: bool) -> Result<plan::Options, ExitCode> {
-    let table_error = |e: clerk_sync::store::StoreError| {
-        fail(&format!("reading the table's record of its Clerk instance: {e}"), FAILED)
+/// Before any write: the secret key must belong to the Clerk instance the table mirrors (as the
+/// function records it from what Clerk signs), and items are written as the deployed function
+/// writes them (`data` kept or not). Returns how to plan, and whether the instance was checked:
+/// a table that records nothing yet (no webhook has reached the function) cannot be checked, and
+/// then the operator must say how the function stores `data`. The tool never records the
+/// instance itself: a wrong key would lock the function's own deliveries out.
+async fn guard(clerk: &Clerk, store: &Store, flag: Option<bool>) -> Result<(plan::Options, bool), ExitCode> {
+    let unchecked = |reason: String| {
+        fail(
+            &format!("{reason}; cannot check which Clerk instance CLERK_SECRET_KEY belongs to; nothing written"),
+            FAILED,
+        )
     };
     let instance = match clerk.instance_id().await {
         Ok(Some(instance)) => instance,
-        Ok(None) => {
-            return Err(fail(
-                "Clerk's key set (GET /jwks) names no instance: cannot check which Clerk instance CLERK_SECRET_KEY belongs to; nothing written",
-                FAILED,
-            ));
-        }
-        Err(e) => {
-            return Err(fail(
-                &format!("{e}; cannot check which Clerk instance CLERK_SECRET_KEY belongs to; nothing written"),
-                FAILED,
-            ));
-        }
+        Ok(None) => return Err(unchecked("Clerk's key set (GET /jwks) names no instance".to_owned())),
+        Err(e) => return Err(unchecked(e.to_string())),
     };
-    let recorded = store.mirror().await.map_err(table_error)?;
-    if let Some(recorded) = recorded.as_ref().filter(|recorded| recorded.instance_id != instance) {
+    let recorded = store
+        .mirror()
+        .await
+        .map_err(|e| fail(&format!("reading the table's record of its Clerk instance: {e}"), FAILED))?;
+    let Some(recorded) = recorded else {
+        let store_clerk_data = flag.ok_or_else(|| {
+            fail(
+                "the table records no Clerk instance yet (no webhook has reached the function): pass \
+                 --store-clerk-data as the function's STORE_CLERK_DATA",
+                USAGE,
+            )
+        })?;
+        return Ok((plan::Options { store_clerk_data }, false));
+    };
+    if recorded.instance_id != instance {
         let message = format!(
             "CLERK_SECRET_KEY belongs to Clerk instance {instance}, but the table mirrors {} (recorded from its \
              webhook deliveries): refusing to write anything. Use the secret key of that instance",
@@ -302,8 +316,7 @@ async fn guard(clerk: &Clerk, store: &Store, flag: Option<bool>, record: bool) -
         );
         return Err(fail(&message, REFUSED));
     }
-
-    let store_clerk_data = match (recorded.as_ref().map(|r| r.store_clerk_data), flag) {
+    let store_clerk_data = match (recorded.store_clerk_data, flag) {
         (Some(deployed), Some(asked)) if deployed != asked => {
             let message = format!(
                 "the deployed function stores data={deployed} (recorded in the table), but --store-clerk-data \
@@ -313,20 +326,16 @@ async fn guard(clerk: &Clerk, store: &Store, flag: Option<bool>, record: bool) -
             return Err(fail(&message, USAGE));
         }
         (Some(deployed), _) => deployed,
-        (None, asked) => asked.unwrap_or(true),
-    };
-    if recorded.is_none() && record {
-        let mirror = Mirror { instance_id: instance.clone(), store_clerk_data };
-        match store.record_mirror(&mirror, Recorder::Operator).await.map_err(table_error)? {
-            Recorded::Same => {}
-            Recorded::Other(other) => {
-                let message =
-                    format!("the table started mirroring {} meanwhile: refusing to write anything", other.instance_id);
-                return Err(fail(&message, REFUSED));
-            }
+        (None, Some(asked)) => asked,
+        (None, None) => {
+            return Err(fail(
+                "the table's record does not say whether the function keeps data: pass --store-clerk-data as \
+                 its STORE_CLERK_DATA",
+                USAGE,
+            ));
         }
-    }
-    Ok(plan::Options { store_clerk_data })
+    };
+    Ok((plan::Options { store_clerk_data }, true))
 }
 
 fn share(value: &str) -> Result<f64, String> {

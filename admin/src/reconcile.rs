@@ -33,7 +33,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use clerk_sync::plan::{self, MEMBER_SK_PREFIX, MembershipItem, ORGANIZATION_SK, Tombstone, USER_SK, Write};
-use clerk_sync::store::{Item, Store};
+use clerk_sync::store::{Item, Removed, Store};
 use tokio::task::JoinSet;
 
 use crate::clerk::{Clerk, Found};
@@ -51,6 +51,9 @@ pub struct Options {
     pub max_deletions: usize,
     /// At most this share of the live users (and organizations) may be tombstoned.
     pub max_deletion_share: f64,
+    /// Whether the key's Clerk instance was checked against the table's record: without that,
+    /// nothing is tombstoned.
+    pub instance_checked: bool,
     /// Also organizations and memberships.
     pub organizations: bool,
     pub dry_run: bool,
@@ -152,18 +155,21 @@ pub struct Report {
     /// of them did not finish): removed by the repair.
     pub memberships_under_tombstones: usize,
     pub repair: Repair,
+    /// Tombstones written for users and organizations Clerk no longer has, and what was removed
+    /// under them, counted page by page: true even when the run is interrupted mid-removal.
+    pub users_removed: Arc<Removed>,
+    pub organizations_removed: Arc<Removed>,
 }
 
 /// Removals an earlier deletion left unfinished, found in the table and finished. The counts
-/// grow as each partition is done, so a run stopped half-way reports what it did.
+/// grow page by page, so a run stopped half-way reports what it did.
 #[derive(Debug, Default)]
 pub struct Repair {
     /// Tombstones with sessions or memberships still under them.
     pub tombstones: usize,
     /// Membership items whose other item is already gone under a tombstone.
     pub orphans: usize,
-    pub sessions_removed: usize,
-    pub memberships_removed: usize,
+    pub removed: Arc<Removed>,
     pub orphans_removed: usize,
 }
 
@@ -188,13 +194,15 @@ impl Report {
                 format!("{name}: found={} {}", t.fetched, t.verdicts())
             }
         };
-        let deleted = |name: &str, t: &Tally, removed: String| {
+        let deleted = |name: &str, t: &Tally, tombstoned: usize, removed: String| {
             if dry_run {
                 format!("{name}: found={}", t.fetched)
             } else {
-                format!("{name}: found={} tombstoned={} {removed}", t.fetched, t.applied)
+                format!("{name}: found={} tombstoned={tombstoned} {removed}", t.fetched)
             }
         };
+        let (users_tombstoned, sessions_removed, memberships_removed) = self.users_removed.get();
+        let (organizations_tombstoned, _, organization_memberships_removed) = self.organizations_removed.get();
         let users = &self.users;
         let mut lines = vec![
             format!(
@@ -206,10 +214,8 @@ impl Report {
             deleted(
                 "deleted_in_clerk",
                 &users.deleted_in_clerk,
-                format!(
-                    "sessions_removed={} memberships_removed={}",
-                    users.deleted_in_clerk.sessions_removed, users.deleted_in_clerk.memberships_removed
-                ),
+                users_tombstoned,
+                format!("sessions_removed={sessions_removed} memberships_removed={memberships_removed}"),
             ),
             format!("still_in_clerk={} (not in Clerk's list, but found by id: left alone)", users.still_in_clerk),
             format!("tombstoned_but_listed={} (left alone)", users.tombstoned_but_listed),
@@ -231,7 +237,8 @@ impl Report {
             deleted(
                 "organizations deleted_in_clerk",
                 &organizations.deleted_in_clerk,
-                format!("memberships_removed={}", organizations.deleted_in_clerk.memberships_removed),
+                organizations_tombstoned,
+                format!("memberships_removed={organization_memberships_removed}"),
             ),
             format!(
                 "organizations still_in_clerk={} tombstoned_but_listed={} (left alone)",
@@ -246,6 +253,7 @@ impl Report {
             deleted(
                 "memberships deleted_in_clerk",
                 gone,
+                gone.applied as usize,
                 format!(
                     "duplicate={} stale={} user_deleted={} organization_deleted={}",
                     gone.duplicate, gone.stale, gone.user_deleted, gone.organization_deleted
@@ -265,13 +273,10 @@ impl Report {
         if dry_run {
             return format!("repair: tombstones={} orphans={} (would be removed)", repair.tombstones, repair.orphans);
         }
+        let (_, sessions, memberships) = repair.removed.get();
         format!(
-            "repair: tombstones={} orphans={} sessions_removed={} memberships_removed={} orphans_removed={}",
-            repair.tombstones,
-            repair.orphans,
-            repair.sessions_removed,
-            repair.memberships_removed,
-            repair.orphans_removed
+            "repair: tombstones={} orphans={} sessions_removed={sessions} memberships_removed={memberships} orphans_removed={}",
+            repair.tombstones, repair.orphans, repair.orphans_removed
         )
     }
 }
@@ -293,6 +298,9 @@ struct Deletions {
 
 impl Deletions {
     fn check(&self, options: &Options, live_users: usize, live_organizations: usize) -> Result<(), RunError> {
+        if !options.instance_checked && self.users + self.organizations + self.memberships > 0 {
+            return Err(RunError::InstanceUnchecked);
+        }
         let allowed = |live: usize| ((live as f64 * options.max_deletion_share).floor() as usize).max(1);
         for (what, candidates, live) in
             [("users", self.users, live_users), ("organizations", self.organizations, live_organizations)]
@@ -463,12 +471,14 @@ pub async fn run(
     let now = now_ms();
     let tombstones =
         gone_users.into_iter().map(|id| Planned { write: Write::DeleteUser(Tombstone::user(&id, now)), id }).collect();
-    apply_all(store, tombstones, &mut report.users.deleted_in_clerk, &show).await?;
+    let counted = store.clone().counting_removals(report.users_removed.clone());
+    apply_all(&counted, tombstones, &mut report.users.deleted_in_clerk, &show).await?;
     let tombstones = gone_organizations
         .into_iter()
         .map(|id| Planned { write: Write::DeleteOrganization(Tombstone::organization(&id, now)), id })
         .collect();
-    apply_all(store, tombstones, &mut report.organizations.deleted_in_clerk, &show).await?;
+    let counted = store.clone().counting_removals(report.organizations_removed.clone());
+    apply_all(&counted, tombstones, &mut report.organizations.deleted_in_clerk, &show).await?;
     let tombstones = gone_memberships
         .into_iter()
         .map(|membership| Planned { write: Write::PutMembership(membership.tombstone(now)), id: membership.id })
@@ -609,11 +619,10 @@ async fn repair(
     progress: &Progress,
 ) -> Result<(), RunError> {
     let failed = |pk: &str, source| RunError::Write { id: pk.to_owned(), source };
+    let store = store.clone().counting_removals(repair.removed.clone());
     for pk in tombstones {
         let root_sk = if pk.starts_with("USER#") { USER_SK } else { ORGANIZATION_SK };
-        let removal = store.remove_under_tombstone(&pk, root_sk).await.map_err(|e| failed(&pk, e))?;
-        repair.sessions_removed += removal.sessions;
-        repair.memberships_removed += removal.memberships;
+        store.remove_under_tombstone(&pk, root_sk).await.map_err(|e| failed(&pk, e))?;
         progress.advance(1);
     }
     for orphan in orphans {

@@ -8,7 +8,6 @@ mod support;
 
 use std::time::Instant;
 
-use common::TestTable;
 use support::{Admin, FakeClerk, users};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -16,7 +15,7 @@ use support::{Admin, FakeClerk, users};
 async fn backfill_of_ten_thousand_users() {
     let count: usize = std::env::var("BENCH_USERS").ok().and_then(|n| n.parse().ok()).unwrap_or(10_000);
     let clerk = FakeClerk::start(users(count), vec![]).await;
-    let table = TestTable::create().await;
+    let table = support::mirrored_table().await;
     let admin = Admin::new(&clerk, &table);
     // Clerk's pacing is lifted: the fake has no rate limit, and the figure is the tool's and DynamoDB's.
     let args = ["--rate=100000"];

@@ -16,7 +16,7 @@ async fn in_sync() -> (FakeClerk, TestTable, Admin) {
     let sessions: Vec<Value> =
         (0..10).map(|i| session(&format!("sess_{i}"), &user_id(i), "active", 1_700_000_300_000)).collect();
     let clerk = FakeClerk::start(users(10), sessions).await;
-    let table = TestTable::create().await;
+    let table = support::mirrored_table().await;
     let admin = Admin::new(&clerk, &table);
     let backfill = admin.run(&["backfill", "--sessions", FAST]).await;
     assert_eq!(backfill.code, Some(0), "{backfill}");
@@ -151,7 +151,7 @@ async fn organizations_in_sync() -> (FakeClerk, TestTable, Admin) {
     let organizations = (0..3).map(|i| organization(&organization_id(i), 1_700_000_400_000 + i as i64)).collect();
     let memberships = (0..6).map(|i| member(i, i, 1_700_000_500_000 + i as i64)).collect();
     clerk.set_organizations(organizations, memberships);
-    let table = TestTable::create().await;
+    let table = support::mirrored_table().await;
     let admin = Admin::new(&clerk, &table);
     let backfill = admin.run(&["backfill", "--organizations", FAST]).await;
     assert_eq!(backfill.code, Some(0), "{backfill}");
@@ -547,10 +547,11 @@ async fn a_secret_key_of_another_clerk_instance_is_refused_before_any_write() {
     }
 }
 
-/// A first backfill records the key's instance; the tool writes items as the deployed function
-/// does (here without `data`) without being told, and refuses to be told otherwise.
+/// The tool writes items as the deployed function does (here without `data`) without being
+/// told, and refuses to be told otherwise. Where the table records nothing yet (no webhook has
+/// reached the function), it records nothing itself and must be told.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_tool_follows_the_functions_data_setting_and_records_the_instance() {
+async fn the_tool_follows_the_functions_data_setting() {
     let clerk = FakeClerk::start(users(2), vec![]).await;
     let table = TestTable::create().await;
     let admin = Admin::new(&clerk, &table);
@@ -567,8 +568,28 @@ async fn the_tool_follows_the_functions_data_setting_and_records_the_instance() 
     assert!(items.values().all(|item| item.get("data").is_none()), "{items:?}");
 
     let fresh = TestTable::create().await;
-    let run = Admin::new(&clerk, &fresh).run(&["backfill", FAST]).await;
+    let admin = Admin::new(&clerk, &fresh);
+    let refused = admin.run(&["backfill", FAST]).await;
+    assert_eq!(refused.code, Some(2), "{refused}");
+    assert!(refused.stderr.contains("pass --store-clerk-data"), "{refused}");
+    let run = admin.run(&["backfill", "--store-clerk-data=false", FAST]).await;
     assert_eq!(run.code, Some(0), "{run}");
-    let mirror = fresh.item("META", "INSTANCE").await.unwrap();
-    assert_eq!((mirror["instance_id"].as_str(), mirror["store_clerk_data"].as_bool()), (Some("ins_123"), Some(true)));
+    assert_eq!(fresh.item("META", "INSTANCE").await, None, "only the function records the instance");
+}
+
+/// On a table that records no Clerk instance yet, nothing can be checked: reconcile tombstones
+/// nothing (a key of another instance would find none of the table's users in Clerk).
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_tombstones_nothing_on_a_table_that_records_no_instance() {
+    let clerk = FakeClerk::start(users(10), vec![]).await;
+    let table = TestTable::create().await;
+    let admin = Admin::new(&clerk, &table);
+    let run = admin.run(&["backfill", "--store-clerk-data=true", FAST]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    clerk.delete_user(&user_id(2));
+    let before = table.items().await;
+    let run = admin.run(&["reconcile", "--store-clerk-data=true", FAST]).await;
+    assert_eq!(run.code, Some(3), "{run}");
+    assert!(run.stderr.contains("records no Clerk instance yet"), "{run}");
+    assert_eq!(table.items().await, before);
 }

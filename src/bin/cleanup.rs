@@ -14,8 +14,8 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::run(service_fn(|event: LambdaEvent<Event>| {
         let deadline = UNIX_EPOCH + Duration::from_millis(event.context.deadline);
         let remaining = deadline.duration_since(SystemTime::now()).unwrap_or_default();
-        let store = store.clone().with_removal_budget(cleanup::budget(remaining));
-        async move { Ok::<_, Error>(cleanup::handle(&store, event.payload).await) }
+        let store = store.clone();
+        async move { Ok::<_, Error>(cleanup::handle(&store, event.payload, cleanup::budget(remaining)).await) }
     }))
     .await
 }

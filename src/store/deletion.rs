@@ -10,6 +10,8 @@
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -23,6 +25,22 @@ const BATCH_SIZE: usize = 25;
 const BATCHES_IN_FLIGHT: usize = 8;
 /// Keys read per Query page (a keys-only page of 1,000 is about 60 KB).
 pub const DEFAULT_PAGE_SIZE: i32 = 1000;
+
+/// Running totals of tombstones written and items removed under them, kept as the work goes
+/// (after each page), for whoever must report true counts when interrupted: the operator's tool.
+#[derive(Debug, Default)]
+pub struct Removed {
+    pub tombstones: AtomicUsize,
+    pub sessions: AtomicUsize,
+    pub memberships: AtomicUsize,
+}
+
+impl Removed {
+    pub fn get(&self) -> (usize, usize, usize) {
+        let load = |n: &AtomicUsize| n.load(Ordering::Relaxed);
+        (load(&self.tombstones), load(&self.sessions), load(&self.memberships))
+    }
+}
 
 /// What one removal did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -85,6 +103,10 @@ impl Store {
             }
             removal.sessions += sessions;
             removal.memberships += memberships;
+            if let Some(removed) = &self.removed {
+                removed.sessions.fetch_add(sessions, Ordering::Relaxed);
+                removed.memberships.fetch_add(memberships, Ordering::Relaxed);
+            }
             start = page.last_evaluated_key;
             if start.is_none() {
                 removal.complete = true;

@@ -1,9 +1,9 @@
 //! The table's record of the Clerk instance it mirrors (`pk = META`, `sk = INSTANCE`): the
 //! envelope's `instance_id` of the deliveries, and whether the function keeps `data`. It is not a
-//! Clerk object and follows none of the convergence rules: it guards them. The function records
-//! it on the first delivery of each of its instances, and refuses deliveries from another Clerk
-//! instance; `clerk-sync-admin` refuses, before any write, a secret key of another instance, and
-//! writes items the way the function does.
+//! Clerk object and follows none of the convergence rules: it guards them. Only the function
+//! writes it, on the first delivery of each of its instances, from what Clerk signed, and it
+//! refuses deliveries from another Clerk instance; `clerk-sync-admin` only reads it, to refuse a
+//! secret key of another instance before any write and to write items the way the function does.
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
@@ -19,8 +19,9 @@ pub const MIRROR_SK: &str = "INSTANCE";
 pub struct Mirror {
     /// Clerk's instance id, `ins_...`.
     pub instance_id: String,
-    /// Whether the function keeps the Clerk object under `data` (`STORE_CLERK_DATA`).
-    pub store_clerk_data: bool,
+    /// Whether the function keeps the Clerk object under `data` (`STORE_CLERK_DATA`); `None` in a
+    /// record that does not say.
+    pub store_clerk_data: Option<bool>,
 }
 
 /// What recording the mirror found.
@@ -32,34 +33,20 @@ pub enum Recorded {
     Other(Mirror),
 }
 
-/// Who records: the function's setting of `data` is the one that counts, so it overwrites the
-/// record of its own instance; the operator's tool only records where nothing is recorded yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recorder {
-    Function,
-    Operator,
-}
-
 impl Store {
-    /// Records that the table mirrors `mirror.instance_id`, unless it mirrors another instance.
-    pub async fn record_mirror(&self, mirror: &Mirror, recorder: Recorder) -> Result<Recorded, StoreError> {
-        let condition = match recorder {
-            Recorder::Function => "attribute_not_exists(#pk) OR #instance_id = :instance_id",
-            Recorder::Operator => "attribute_not_exists(#pk)",
-        };
-        let mut request = self
+    /// Records that the table mirrors `mirror.instance_id` (with the function's `data` setting,
+    /// which each cold start refreshes), unless it mirrors another instance.
+    pub async fn record_mirror(&self, mirror: &Mirror) -> Result<Recorded, StoreError> {
+        let request = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(mirror_item(mirror)))
-            .condition_expression(condition)
+            .condition_expression("attribute_not_exists(#pk) OR #instance_id = :instance_id")
             .expression_attribute_names("#pk", "pk")
+            .expression_attribute_names("#instance_id", "instance_id")
+            .expression_attribute_values(":instance_id", AttributeValue::S(mirror.instance_id.clone()))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        if recorder == Recorder::Function {
-            request = request
-                .expression_attribute_names("#instance_id", "instance_id")
-                .expression_attribute_values(":instance_id", AttributeValue::S(mirror.instance_id.clone()));
-        }
         match request.send().await {
             Ok(_) => Ok(Recorded::Same),
             Err(SdkError::ServiceError(e)) => match e.into_err() {
@@ -94,17 +81,21 @@ impl Store {
 }
 
 fn mirror_item(mirror: &Mirror) -> Item {
-    Item::from([
+    let mut item = Item::from([
         ("pk".to_owned(), AttributeValue::S(MIRROR_PK.to_owned())),
         ("sk".to_owned(), AttributeValue::S(MIRROR_SK.to_owned())),
         ("instance_id".to_owned(), AttributeValue::S(mirror.instance_id.clone())),
-        ("store_clerk_data".to_owned(), AttributeValue::Bool(mirror.store_clerk_data)),
-    ])
+    ]);
+    if let Some(store_clerk_data) = mirror.store_clerk_data {
+        item.insert("store_clerk_data".to_owned(), AttributeValue::Bool(store_clerk_data));
+    }
+    item
 }
 
+/// A record without an `instance_id` string is no record: nothing can be checked against it.
 fn read_mirror(item: &Item) -> Option<Mirror> {
     Some(Mirror {
         instance_id: item.get("instance_id")?.as_s().ok()?.clone(),
-        store_clerk_data: *item.get("store_clerk_data")?.as_bool().ok()?,
+        store_clerk_data: item.get("store_clerk_data").and_then(|v| v.as_bool().ok()).copied(),
     })
 }

@@ -29,8 +29,8 @@ pub use crate::item::Item;
 mod deletion;
 mod mirror;
 
-pub use deletion::Removal;
-pub use mirror::{MIRROR_PK, MIRROR_SK, Mirror, Recorded, Recorder};
+pub use deletion::{Removal, Removed};
+pub use mirror::{MIRROR_PK, MIRROR_SK, Mirror, Recorded};
 
 /// How long a deletion may spend removing what hangs off a tombstone within one delivery, after
 /// the tombstone is written (it stops then, even within a page, and says the removal continues):
@@ -116,18 +116,27 @@ pub struct Store {
     table: String,
     removal_budget: Duration,
     removal_page_size: i32,
+    /// Where removals are counted as they go, if anyone asked.
+    removed: Option<std::sync::Arc<Removed>>,
 }
 
 impl Store {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         let (removal_budget, removal_page_size) = (DEFAULT_REMOVAL_BUDGET, deletion::DEFAULT_PAGE_SIZE);
-        Self { client, table: table.into(), removal_budget, removal_page_size }
+        Self { client, table: table.into(), removal_budget, removal_page_size, removed: None }
     }
 
     /// The same store, spending up to `budget` on what hangs off a tombstone in one call (the
     /// cleanup function and the operator's tool have far more time than a delivery).
     pub fn with_removal_budget(mut self, budget: Duration) -> Self {
         self.removal_budget = budget;
+        self
+    }
+
+    /// The same store, counting tombstones written and items removed under them into `removed`
+    /// as it goes (after each page): counts that stay true when the caller is interrupted.
+    pub fn counting_removals(mut self, removed: std::sync::Arc<Removed>) -> Self {
+        self.removed = Some(removed);
         self
     }
 
@@ -141,7 +150,16 @@ impl Store {
     /// Finishes removing what hangs off a tombstone (`pk`, `root_sk`): what the cleanup function
     /// on the table's stream and `clerk-sync-admin reconcile` call for a tombstone already written.
     pub async fn remove_under_tombstone(&self, pk: &str, root_sk: &str) -> Result<Removal, StoreError> {
-        let deadline = tokio::time::Instant::now() + self.removal_budget;
+        self.remove_under_tombstone_by(pk, root_sk, tokio::time::Instant::now() + self.removal_budget).await
+    }
+
+    /// The same, stopping at `deadline` (one deadline for several tombstones).
+    pub async fn remove_under_tombstone_by(
+        &self,
+        pk: &str,
+        root_sk: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<Removal, StoreError> {
         self.remove_children(pk, root_sk, deadline).await
     }
 
@@ -246,6 +264,9 @@ impl Store {
     ) -> Result<Applied, StoreError> {
         let built = (to_item(tombstone)?, Fit::default());
         let verdict = self.put_root(built, expression, tombstone.rank(), rule).await?.verdict;
+        if let (Verdict::Apply, Some(removed)) = (verdict, &self.removed) {
+            removed.tombstones.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let deadline = tokio::time::Instant::now() + self.removal_budget;
         let removal = self.remove_children(&tombstone.pk, tombstone.sk, deadline).await?;
         Ok(Applied {

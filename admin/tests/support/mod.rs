@@ -470,3 +470,15 @@ fn put_by_id(list: &mut Vec<Value>, object: Value) {
         None => list.push(object),
     }
 }
+
+/// A table of the local DynamoDB API that records, as the function's first delivery would, that
+/// it mirrors the fake's instance with `data` kept.
+pub async fn mirrored_table() -> common::TestTable {
+    let table = common::TestTable::create().await;
+    let item = serde_dynamo::aws_sdk_dynamodb_1::to_item(json!({
+        "pk": "META", "sk": "INSTANCE", "instance_id": INSTANCE, "store_clerk_data": true
+    }))
+    .unwrap();
+    table.client.put_item().table_name(&table.name).set_item(Some(item)).send().await.unwrap();
+    table
+}
