@@ -31,11 +31,19 @@ async fn thousands_of_shuffled_duplicated_events_with_64_in_flight_equal_in_orde
         proptest::strategy::Just(doubled).prop_shuffle().new_tree(&mut TestRunner::deterministic()).unwrap().current();
     let loaded = TestTable::create().await;
     let started = Instant::now();
-    let statuses = deliver_concurrently(Arc::new(loaded.app_patient()), delivered.clone(), 64).await;
+    let app = Arc::new(loaded.app_patient());
+    let answered = deliver_concurrently_answered(app.clone(), delivered.clone(), 64).await;
     let took = started.elapsed();
 
-    let failures = statuses.iter().filter(|s| **s != 200).count();
-    assert_eq!(failures, 0, "{failures} deliveries were not answered 200");
+    // The local server serves one request at a time: with 64 in flight on a busy machine its queue
+    // can outlast the handler's 8 s deadline, and a delivery is answered 503 (never 2xx unstored).
+    // Svix delivers those again; so does this test, after the burst.
+    let failed: Vec<Event> = answered.into_iter().filter(|(status, _)| *status != 200).map(|(_, e)| e).collect();
+    assert!(failed.len() * 20 < delivered.len(), "{} of {} deliveries failed", failed.len(), delivered.len());
+    for event in &failed {
+        let status = app.handle(delivery(&event.body(), &event.svix_id())).await.status().as_u16();
+        assert_eq!(status, 200, "{event:?} delivered again");
+    }
     // A deletion slowed down by the queue answers 200 with `"removal": "continues"`: in production
     // the cleanup function on the stream finishes it, as here for every tombstone.
     let store = loaded.patient_store();
@@ -49,11 +57,12 @@ async fn thousands_of_shuffled_duplicated_events_with_64_in_flight_equal_in_orde
     assert_eq!(got.len(), expected.len());
     assert!(got == expected, "the loaded table differs from in-order delivery");
     println!(
-        "{} deliveries ({} distinct events, {} items) in {:.1} s: {:.0} deliveries/s with 64 in flight",
+        "{} deliveries ({} distinct events, {} items) in {:.1} s: {:.0} deliveries/s with 64 in flight; {} answered 503 and delivered again",
         delivered.len(),
         events.len(),
         expected.len(),
         took.as_secs_f64(),
-        delivered.len() as f64 / took.as_secs_f64()
+        delivered.len() as f64 / took.as_secs_f64(),
+        failed.len()
     );
 }

@@ -339,13 +339,19 @@ pub fn many_histories(count: usize) -> Vec<Event> {
 /// Delivers `events` through `app` with up to `in_flight` requests at once; the statuses, in the
 /// order the answers came.
 pub async fn deliver_concurrently(app: Arc<App>, events: Vec<Event>, in_flight: usize) -> Vec<u16> {
+    deliver_concurrently_answered(app, events, in_flight).await.into_iter().map(|(status, _)| status).collect()
+}
+
+/// The same, each status with its event.
+pub async fn deliver_concurrently_answered(app: Arc<App>, events: Vec<Event>, in_flight: usize) -> Vec<(u16, Event)> {
     let permits = Arc::new(tokio::sync::Semaphore::new(in_flight));
     let mut tasks = tokio::task::JoinSet::new();
     for event in events {
         let (app, permits) = (app.clone(), permits.clone());
         tasks.spawn(async move {
             let _permit = permits.acquire().await.unwrap();
-            app.handle(delivery(&event.body(), &event.svix_id())).await.status().as_u16()
+            let status = app.handle(delivery(&event.body(), &event.svix_id())).await.status().as_u16();
+            (status, event)
         });
     }
     let mut statuses = Vec::new();
