@@ -233,11 +233,11 @@ impl Store {
         rank: Rank,
         rule: impl FnOnce(Stored) -> Verdict,
     ) -> Result<Applied, StoreError> {
-        let (written, fit) = match self.conditional_put(item.clone(), expression, rank).await {
+        let (written, fit) = match self.conditional_put(&item, expression, rank).await {
             Err(StoreError::Invalid { detail, .. }) => {
                 warn!(reason = %detail, "DynamoDB refused the item; writing it without data and public_metadata");
                 let skeleton = item::skeleton(&item);
-                let written = self.conditional_put(skeleton, expression, rank).await?;
+                let written = self.conditional_put(&skeleton, expression, rank).await?;
                 // Only a skeleton that was written left something out.
                 let refused = matches!(written, Written);
                 (written, Fit { refused, ..fit })
@@ -333,12 +333,12 @@ impl Store {
         values: HashMap<String, AttributeValue>,
         judge: impl Fn(Option<&Item>) -> Result<Verdict, StoreError>,
     ) -> Result<Applied, StoreError> {
-        let result = self.transact(guards, puts.clone(), expression, &values, &judge).await;
+        let result = self.transact(guards, &puts, expression, &values, &judge).await;
         match result {
             Err(StoreError::Invalid { detail, .. }) => {
                 warn!(reason = %detail, "DynamoDB refused the item; writing it without data and public_metadata");
-                let skeletons = puts.iter().map(item::skeleton).collect();
-                let verdict = self.transact(guards, skeletons, expression, &values, &judge).await?;
+                let skeletons: Vec<Item> = puts.iter().map(item::skeleton).collect();
+                let verdict = self.transact(guards, &skeletons, expression, &values, &judge).await?;
                 // Only a skeleton that was written left something out.
                 Ok(Applied::written(verdict, Fit { refused: verdict == Verdict::Apply, ..fit }))
             }
@@ -349,7 +349,7 @@ impl Store {
     async fn transact(
         &self,
         guards: &[(String, &'static str, Verdict)],
-        puts: Vec<Item>,
+        puts: &[Item],
         expression: &'static str,
         values: &HashMap<String, AttributeValue>,
         judge: &impl Fn(Option<&Item>) -> Result<Verdict, StoreError>,
@@ -370,7 +370,7 @@ impl Store {
         for item in puts {
             let put = Put::builder()
                 .table_name(&self.table)
-                .set_item(Some(item))
+                .set_item(Some(item.clone()))
                 .condition_expression(expression)
                 .set_expression_attribute_names(Some(names(expression)))
                 .set_expression_attribute_values(Some(values.clone()))
@@ -413,7 +413,7 @@ impl Store {
     /// session's transaction checks the user item this write replaces) is tried again with backoff.
     async fn conditional_put(
         &self,
-        item: Item,
+        item: &Item,
         expression: &'static str,
         rank: Rank,
     ) -> Result<ConditionalPut, StoreError> {
@@ -421,7 +421,7 @@ impl Store {
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item))
+            .set_item(Some(item.clone()))
             .condition_expression(expression)
             .set_expression_attribute_names(Some(names(expression)))
             .set_expression_attribute_values(Some(values(expression, rank)))
