@@ -14,12 +14,16 @@
 //! [`cleanup`].
 
 pub mod cleanup;
+pub mod clerk;
 pub mod config;
 pub mod event;
 pub mod handler;
 pub mod item;
 pub mod plan;
 pub mod rules;
+pub mod session_token;
 pub mod store;
+pub mod sync;
 pub mod tls;
 pub mod verify;
+pub mod webhook;

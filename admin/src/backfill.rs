@@ -9,13 +9,13 @@ use clerk_sync::plan;
 use clerk_sync::store::Store;
 use tokio::task::JoinSet;
 
-use crate::clerk::Clerk;
 use crate::error::RunError;
 use crate::progress::Progress;
 use crate::webhook_path::{
     MEMBERSHIP_EVENT, ORGANIZATION_EVENT, Planned, SESSION_EVENT, Tally, USER_EVENT, apply_all, for_each_offset_page,
     plan_array, plan_objects,
 };
+use clerk_sync::clerk::Clerk;
 
 /// Session lists fetched at once; Clerk's rate limit, not this, sets the pace.
 const FETCH_CONCURRENCY: usize = 16;

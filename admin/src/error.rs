@@ -3,7 +3,7 @@
 
 use clerk_sync::store::StoreError;
 
-use crate::clerk::{ClerkError, ListError};
+use clerk_sync::clerk::{ClerkError, ListError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

@@ -3,7 +3,6 @@
 //! through the function's own webhook path. It runs from a laptop or CI, never in the Lambda.
 
 mod backfill;
-mod clerk;
 mod error;
 mod progress;
 mod reconcile;
@@ -17,9 +16,11 @@ use clap::{Args, Parser, Subcommand};
 use clerk_sync::plan;
 use clerk_sync::store::Store;
 
-use crate::clerk::{Clerk, DEFAULT_API_URL, SecretKey};
 use crate::error::RunError;
 use crate::progress::Progress;
+use clerk_sync::clerk::{Clerk, DEFAULT_API_URL, Patience, SecretKey};
+
+const USER_AGENT: &str = concat!("clerk-sync-admin/", env!("CARGO_PKG_VERSION"));
 
 /// The secret key is read from the environment only: a flag would show in shell history and `ps`.
 const SECRET_KEY_VAR: &str = "CLERK_SECRET_KEY";
@@ -145,7 +146,8 @@ fn clerk(common: &Common) -> Result<Arc<Clerk>, ExitCode> {
         )
     })?;
     let rate = common.rate.unwrap_or(key.rate_limit() * 45 / 100);
-    Clerk::new(&common.api_url, &key, rate).map(Arc::new).map_err(|e| fail(&e.to_string(), USAGE))
+    let patience = Patience::Batch { rate_per_10s: rate };
+    Clerk::new(&common.api_url, &key, patience, USER_AGENT).map(Arc::new).map_err(|e| fail(&e.to_string(), USAGE))
 }
 
 fn table(common: &Common) -> Result<String, ExitCode> {

@@ -36,12 +36,12 @@ use clerk_sync::plan::{self, MEMBER_SK_PREFIX, MembershipItem, ORGANIZATION_SK, 
 use clerk_sync::store::{Item, Removed, Store};
 use tokio::task::JoinSet;
 
-use crate::clerk::{Clerk, Found};
 use crate::error::RunError;
 use crate::progress::Progress;
 use crate::webhook_path::{
     MEMBERSHIP_EVENT, ORGANIZATION_EVENT, Planned, Tally, USER_EVENT, apply_all, for_each_offset_page, plan_array,
 };
+use clerk_sync::clerk::{Clerk, Found};
 
 /// Lookups in flight at once; Clerk's rate limit, not this, sets the pace.
 const CONFIRM_CONCURRENCY: usize = 16;

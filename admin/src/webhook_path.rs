@@ -15,9 +15,9 @@ use clerk_sync::store::{Applied, Store, StoreError};
 use serde_json::value::RawValue;
 use tokio::task::JoinSet;
 
-use crate::clerk::Clerk;
 use crate::error::RunError;
 use crate::progress::Progress;
+use clerk_sync::clerk::Clerk;
 
 /// The event type a fetched user is read as: the whole current user object, as `user.updated` carries.
 pub const USER_EVENT: &str = "user.updated";

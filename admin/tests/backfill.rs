@@ -37,6 +37,7 @@ impl Webhook {
             secrets: SigningSecret::parse_list(Self::SECRET).unwrap(),
             table_name: table.name.clone(),
             store_clerk_data: true,
+            sync: None,
         };
         Self { app: App::new(config, table.store()), secret: Self::SECRET.to_owned() }
     }

@@ -28,9 +28,11 @@ pub use crate::item::Item;
 
 mod deletion;
 mod mirror;
+mod sync;
 
 pub use deletion::{Removal, Removed};
 pub use mirror::{MIRROR_PK, MIRROR_SK, Mirror, Recorded};
+pub use sync::{EXPIRES_AT, SYNC_SK, UserView, Window, sync_pk};
 
 /// How long a deletion may spend removing what hangs off a tombstone within one delivery, after
 /// the tombstone is written (it stops then, even within a page, and says the removal continues):

@@ -239,6 +239,7 @@ impl TestTable {
             secrets: SigningSecret::parse_list(&local_secret()).unwrap(),
             table_name: self.name.clone(),
             store_clerk_data,
+            sync: None,
         }
     }
 

@@ -1,22 +1,26 @@
-//! Clerk's Backend API, read-only: the few `GET`s the tool needs, paced under Clerk's rate limits
-//! and retried where retrying can help.
+//! Clerk's Backend API, read-only: the one client of it, for `/sync` (`crate::sync`) and for
+//! `clerk-sync-admin`. Paced under Clerk's rate limits and retried where retrying can help, as
+//! much as the caller can wait: see [`Patience`].
 //!
 //! Nothing from an answer's body reaches an error message except Clerk's error `code`s: bodies
-//! hold users' emails and names. The secret key is only ever in the `Authorization` header,
-//! marked sensitive.
+//! hold users' emails and names. The secret key is only ever in the `Authorization` header.
+
+mod http;
 
 use std::sync::Mutex;
 use std::time::Duration;
 
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
-use reqwest::{Response, StatusCode};
+use lambda_http::http::HeaderValue;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::time::{Instant, sleep, sleep_until};
 
+pub use self::http::Transport;
+use self::http::{Answer, Http};
+
 /// The Backend API version every request is pinned to (`Clerk-API-Version`), so that a new default
-/// version on Clerk's side never changes what this tool reads. 2025-11-10 is the latest Clerk lists;
-/// its changes are to billing endpoints, not users or sessions.
+/// version on Clerk's side never changes what is read. 2025-11-10's changes are to billing
+/// endpoints, not to users, sessions or memberships.
 pub const API_VERSION: &str = "2025-11-10";
 pub const DEFAULT_API_URL: &str = "https://api.clerk.com/v1";
 
@@ -24,20 +28,57 @@ pub const DEFAULT_API_URL: &str = "https://api.clerk.com/v1";
 pub const PRODUCTION_RATE: u32 = 1000;
 pub const DEVELOPMENT_RATE: u32 = 100;
 
-/// Attempts for one request that meets 5xx answers or connection failures, with backoff between.
-const MAX_ATTEMPTS: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// 429 answers are waited out (for `Retry-After`) this many times for one request before giving up.
 const MAX_RATE_LIMITED: u32 = 10;
 /// A `Retry-After` above this is not waited for: the run stops, to be resumed later.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How hard a request tries, by who waits for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Patience {
+    /// The operator's tool: requests paced evenly at `rate_per_10s`, 5 attempts on 5xx answers and
+    /// connection failures with backoff, 429s waited out (up to `MAX_RETRY_AFTER`), and a minute
+    /// for each answer.
+    Batch { rate_per_10s: u32 },
+    /// `/sync`, while a signed-in user waits: no pacing (its own throttle keeps each user to one
+    /// round of fetches per window), one more attempt after a 5xx or a failed connection, a 429
+    /// handed back at once with its `Retry-After`, and short timeouts.
+    Interactive,
+}
+
+impl Patience {
+    fn attempts(self) -> u32 {
+        match self {
+            Patience::Batch { .. } => 5,
+            Patience::Interactive => 2,
+        }
+    }
+
+    fn timeouts(self) -> (Duration, Duration) {
+        match self {
+            Patience::Batch { .. } => (Duration::from_secs(10), Duration::from_secs(60)),
+            Patience::Interactive => (Duration::from_secs(2), Duration::from_secs(3)),
+        }
+    }
+
+    fn backoff(self, failures: u32) -> Duration {
+        match self {
+            Patience::Batch { .. } => FIRST_BACKOFF * 2u32.pow(failures - 1),
+            Patience::Interactive => Duration::from_millis(100),
+        }
+    }
+}
 
 /// The operator's secret key (`sk_live_...` / `sk_test_...`). Debug never shows it.
 pub struct SecretKey(String);
 
 impl SecretKey {
+    /// Whether the key is a production one (`sk_live_`).
+    pub fn is_production(&self) -> bool {
+        self.0.starts_with("sk_live_")
+    }
+
     pub fn new(key: String) -> Option<Self> {
         let key = key.trim().to_owned();
         (!key.is_empty()).then_some(Self(key))
@@ -46,7 +87,7 @@ impl SecretKey {
     /// Requests per 10 s this key may make: production keys get production's limit; anything
     /// else (development keys, unknown prefixes) the development one, which is safe for both.
     pub fn rate_limit(&self) -> u32 {
-        if self.0.starts_with("sk_live_") { PRODUCTION_RATE } else { DEVELOPMENT_RATE }
+        if self.is_production() { PRODUCTION_RATE } else { DEVELOPMENT_RATE }
     }
 }
 
@@ -61,21 +102,28 @@ pub enum ClerkError {
     #[error(
         "Clerk refused the secret key: {status}{codes} (check CLERK_SECRET_KEY and that it belongs to this instance)"
     )]
-    Unauthorized { status: StatusCode, codes: Codes },
+    Unauthorized { status: u16, codes: Codes },
     #[error("Clerk answered {status}{codes} to GET {path}")]
-    Refused { status: StatusCode, codes: Codes, path: String },
+    Refused { status: u16, codes: Codes, path: String },
     #[error("Clerk answered {status} to GET {path} {attempts} times in a row; giving up")]
-    ServerErrors { status: StatusCode, path: String, attempts: u32 },
-    #[error("could not reach Clerk at {base} ({detail}), {attempts} attempts")]
-    Unreachable { base: String, detail: &'static str, attempts: u32 },
+    ServerErrors { status: u16, path: String, attempts: u32 },
+    #[error("could not reach Clerk at {base} ({}), {attempts} attempts", .transport.detail())]
+    Unreachable { base: String, transport: Transport, attempts: u32 },
     #[error("Clerk kept rate limiting GET {path} ({attempts} answers 429); try again later with a lower --rate")]
-    RateLimited { path: String, attempts: u32 },
+    RateLimited { path: String, attempts: u32, retry_after: Option<Duration> },
     #[error("Clerk asked to wait {seconds} s before GET {path}: longer than this tool waits")]
     RetryTooLate { path: String, seconds: u64 },
     #[error("the HTTP client could not be built: {0}")]
     Client(String),
     #[error("{0} is not a valid base URL")]
     BaseUrl(String),
+}
+
+impl ClerkError {
+    /// Whether Clerk did not answer in time (as opposed to answering with a failure).
+    pub fn timed_out(&self) -> bool {
+        matches!(self, ClerkError::Unreachable { transport: Transport::TimedOut, .. })
+    }
 }
 
 /// Clerk's error codes from an error answer (`{"errors":[{"code":"..."}]}`), shown as `; codes: a, b`.
@@ -156,9 +204,11 @@ impl OffsetPage {
 }
 
 pub struct Clerk {
-    http: reqwest::Client,
+    http: Http,
     base: String,
-    pacer: Pacer,
+    patience: Patience,
+    /// Spaces requests in `Patience::Batch`; `None` in `Patience::Interactive`.
+    pacer: Option<Pacer>,
 }
 
 /// What a `GET` of one object found.
@@ -167,24 +217,75 @@ pub enum Found {
     NotFound,
 }
 
+/// One object fetched, or Clerk's word that there is none.
+pub enum Fetched {
+    Object(Vec<u8>),
+    NotFound,
+}
+
 impl Clerk {
-    pub fn new(base: &str, key: &SecretKey, rate_per_10s: u32) -> Result<Self, ClerkError> {
-        let base = base.trim_end_matches('/').to_owned();
-        reqwest::Url::parse(&base).map_err(|_| ClerkError::BaseUrl(base.clone()))?;
+    /// A client of the Backend API at `base` (such as [`DEFAULT_API_URL`]) with `key`, trying as
+    /// hard as `patience` says. The user agent names the caller (`clerk-sync` or `clerk-sync-admin`).
+    pub fn new(base: &str, key: &SecretKey, patience: Patience, user_agent: &'static str) -> Result<Self, ClerkError> {
+        let base = base.trim().trim_end_matches('/').to_owned();
+        if !is_base_url(&base) {
+            return Err(ClerkError::BaseUrl(base));
+        }
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", key.0))
             .map_err(|_| ClerkError::Client("CLERK_SECRET_KEY holds characters a header cannot".into()))?;
         auth.set_sensitive(true);
-        let mut headers = HeaderMap::new();
-        headers.insert(AUTHORIZATION, auth);
-        headers.insert("Clerk-API-Version", HeaderValue::from_static(API_VERSION));
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .user_agent(concat!("clerk-sync-admin/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .map_err(|e| ClerkError::Client(e.to_string()))?;
-        Ok(Self { http, base, pacer: Pacer::new(rate_per_10s) })
+        let (connect_timeout, request_timeout) = patience.timeouts();
+        let http = Http::new(auth, user_agent, connect_timeout, request_timeout);
+        let pacer = match patience {
+            Patience::Batch { rate_per_10s } => Some(Pacer::new(rate_per_10s)),
+            Patience::Interactive => None,
+        };
+        Ok(Self { http, base, patience, pacer })
+    }
+
+    /// `GET /users/{id}`: the user, or Clerk's own 404 (`resource_not_found`).
+    pub async fn user(&self, id: &str) -> Result<Fetched, ClerkError> {
+        self.fetch(format!("/users/{id}")).await
+    }
+
+    /// `GET /sessions/{id}`: the session, or Clerk's own 404.
+    pub async fn session(&self, id: &str) -> Result<Fetched, ClerkError> {
+        self.fetch(format!("/sessions/{id}")).await
+    }
+
+    /// Every organization membership of user `id` (`GET /users/{id}/organization_memberships`,
+    /// every page), or Clerk's own 404 for the user.
+    pub async fn user_memberships(&self, id: &str) -> Result<Option<Vec<Box<RawValue>>>, ListError> {
+        let path = format!("/users/{id}/organization_memberships");
+        let mut objects = Vec::new();
+        loop {
+            let query = [("limit", MAX_PAGE.to_string()), ("offset", objects.len().to_string())];
+            let body = match self.get_or_404(&path, &query).await? {
+                Ok(body) => body,
+                Err(codes) if codes.contains("resource_not_found") => return Ok(None),
+                Err(codes) => return Err(ClerkError::Refused { status: 404, codes, path }.into()),
+            };
+            let page = read_page(&path, objects.len() as u64, &body)?;
+            let received = page.data.len();
+            let last = page.is_last((objects.len() + received) as u64, received);
+            objects.extend(page.data);
+            if last {
+                return Ok(Some(objects));
+            }
+        }
+    }
+
+    /// The instance's JSON Web Key Set (`GET /jwks`), unparsed.
+    pub async fn jwks(&self) -> Result<Vec<u8>, ClerkError> {
+        self.get("/jwks", &[]).await
+    }
+
+    async fn fetch(&self, path: String) -> Result<Fetched, ClerkError> {
+        match self.get_or_404(&path, &[]).await? {
+            Ok(body) => Ok(Fetched::Object(body)),
+            Err(codes) if codes.contains("resource_not_found") => Ok(Fetched::NotFound),
+            Err(codes) => Err(ClerkError::Refused { status: 404, codes, path }),
+        }
     }
 
     /// One page of `GET /users` in creation order, after the user `starting_after`: a bare JSON
@@ -263,7 +364,7 @@ impl Clerk {
             let body = match self.get_or_404(&path, &query).await? {
                 Ok(body) => body,
                 Err(codes) if codes.contains("resource_not_found") => return Ok(Found::NotFound),
-                Err(codes) => return Err(ClerkError::Refused { status: StatusCode::NOT_FOUND, codes, path }.into()),
+                Err(codes) => return Err(ClerkError::Refused { status: 404, codes, path }.into()),
             };
             let page = read_page(&path, read, &body)?;
             let received = page.data.len();
@@ -289,7 +390,7 @@ impl Clerk {
         match self.get_or_404(&path, &[]).await? {
             Ok(_) => Ok(Found::Exists),
             Err(codes) if codes.contains("resource_not_found") => Ok(Found::NotFound),
-            Err(codes) => Err(ClerkError::Refused { status: StatusCode::NOT_FOUND, codes, path }),
+            Err(codes) => Err(ClerkError::Refused { status: 404, codes, path }),
         }
     }
 
@@ -331,63 +432,69 @@ impl Clerk {
     async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Vec<u8>, ClerkError> {
         match self.get_or_404(path, query).await? {
             Ok(body) => Ok(body),
-            Err(codes) => Err(ClerkError::Refused { status: StatusCode::NOT_FOUND, codes, path: path.to_owned() }),
+            Err(codes) => Err(ClerkError::Refused { status: 404, codes, path: path.to_owned() }),
         }
     }
 
-    /// A paced `GET`, retried on 429 (after `Retry-After`), 5xx and connection failures. Returns
-    /// the body of a 2xx, or Clerk's error codes for a 404.
+    /// A `GET`, paced and retried as [`Patience`] says: on 429 (after `Retry-After`), 5xx and
+    /// connection failures. Returns the body of a 2xx, or Clerk's error codes for a 404.
     async fn get_or_404(&self, path: &str, query: &[(&str, String)]) -> Result<Result<Vec<u8>, Codes>, ClerkError> {
-        let url = format!("{}{path}", self.base);
+        let url = format!("{}{path}{}", self.base, query_string(query));
         let mut failures = 0;
         let mut rate_limited = 0;
         loop {
-            self.pacer.wait_turn().await;
-            let failure = match self.http.get(&url).query(query).send().await {
-                Ok(response) => match response.status() {
-                    s if s.is_success() => match response.bytes().await {
-                        Ok(body) => return Ok(Ok(body.to_vec())),
-                        Err(e) => Failure::Transport(transport_detail(&e)),
-                    },
-                    StatusCode::NOT_FOUND => return Ok(Err(codes_of(response).await)),
-                    StatusCode::TOO_MANY_REQUESTS => {
-                        rate_limited += 1;
-                        if rate_limited > MAX_RATE_LIMITED {
-                            return Err(ClerkError::RateLimited { path: path.to_owned(), attempts: rate_limited });
-                        }
-                        let wait = retry_after(&response).unwrap_or(FIRST_BACKOFF * 2u32.pow(rate_limited.min(6)));
-                        if wait > MAX_RETRY_AFTER {
-                            return Err(ClerkError::RetryTooLate { path: path.to_owned(), seconds: wait.as_secs() });
-                        }
-                        self.pacer.hold_until(Instant::now() + wait);
-                        continue;
+            if let Some(pacer) = &self.pacer {
+                pacer.wait_turn().await;
+            }
+            let failure = match self.http.get(&url, API_VERSION).await {
+                Ok(Answer { status: 200..=299, body, .. }) => return Ok(Ok(body)),
+                Ok(Answer { status: 404, body, .. }) => return Ok(Err(Codes::from_body(&body))),
+                Ok(Answer { status: 429, retry_after, .. }) => {
+                    rate_limited += 1;
+                    let Some(pacer) = &self.pacer else {
+                        return Err(ClerkError::RateLimited { path: path.to_owned(), attempts: 1, retry_after });
+                    };
+                    if rate_limited > MAX_RATE_LIMITED {
+                        return Err(ClerkError::RateLimited {
+                            path: path.to_owned(),
+                            attempts: rate_limited,
+                            retry_after,
+                        });
                     }
-                    s @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
-                        return Err(ClerkError::Unauthorized { status: s, codes: codes_of(response).await });
+                    let wait = retry_after.unwrap_or(FIRST_BACKOFF * 2u32.pow(rate_limited.min(6)));
+                    if wait > MAX_RETRY_AFTER {
+                        return Err(ClerkError::RetryTooLate { path: path.to_owned(), seconds: wait.as_secs() });
                     }
-                    s if s.is_server_error() => Failure::Status(s),
-                    s => {
-                        let codes = codes_of(response).await;
-                        return Err(ClerkError::Refused { status: s, codes, path: path.to_owned() });
-                    }
-                },
-                Err(e) => Failure::Transport(transport_detail(&e)),
+                    pacer.hold_until(Instant::now() + wait);
+                    continue;
+                }
+                Ok(Answer { status: status @ (401 | 403), body, .. }) => {
+                    return Err(ClerkError::Unauthorized { status, codes: Codes::from_body(&body) });
+                }
+                Ok(Answer { status: status @ 500..=599, .. }) => Failure::Status(status),
+                Ok(Answer { status, body, .. }) => {
+                    return Err(ClerkError::Refused { status, codes: Codes::from_body(&body), path: path.to_owned() });
+                }
+                Err(transport) => Failure::Transport(transport),
             };
             failures += 1;
-            if failures >= MAX_ATTEMPTS {
+            if failures >= self.patience.attempts() {
                 return Err(match failure {
                     Failure::Status(status) => {
                         ClerkError::ServerErrors { status, path: path.to_owned(), attempts: failures }
                     }
-                    Failure::Transport(detail) => {
-                        ClerkError::Unreachable { base: self.base.clone(), detail, attempts: failures }
+                    Failure::Transport(transport) => {
+                        ClerkError::Unreachable { base: self.base.clone(), transport, attempts: failures }
                     }
                 });
             }
-            sleep(FIRST_BACKOFF * 2u32.pow(failures - 1)).await;
+            sleep(self.patience.backoff(failures)).await;
         }
     }
 }
+
+/// The most objects one page of a list holds (Clerk's limit).
+const MAX_PAGE: u32 = 500;
 
 /// A `{data, total_count}` page, or what is wrong with it (never quoting it).
 fn read_page(path: &str, offset: u64, body: &[u8]) -> Result<OffsetPage, ListError> {
@@ -401,31 +508,38 @@ fn read_page(path: &str, offset: u64, body: &[u8]) -> Result<OffsetPage, ListErr
 }
 
 enum Failure {
-    Status(StatusCode),
-    Transport(&'static str),
+    Status(u16),
+    Transport(Transport),
 }
 
-/// Why a request failed, in words that carry no URL, body or header.
-fn transport_detail(e: &reqwest::Error) -> &'static str {
-    if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "the answer was cut off"
-    } else {
-        "the request failed"
+/// `http://` or `https://` and a host.
+pub fn is_base_url(base: &str) -> bool {
+    let rest = base.strip_prefix("https://").or_else(|| base.strip_prefix("http://"));
+    rest.is_some_and(|rest| {
+        let host = rest.split('/').next().unwrap_or_default();
+        !host.is_empty() && !rest.contains(char::is_whitespace) && !rest.contains(['?', '#'])
+    })
+}
+
+/// `?name=value&...`, every byte outside RFC 3986's unreserved set percent-encoded.
+fn query_string(query: &[(&str, String)]) -> String {
+    let mut text = String::new();
+    for (i, (name, value)) in query.iter().enumerate() {
+        text.push(if i == 0 { '?' } else { '&' });
+        for (j, part) in [*name, value.as_str()].into_iter().enumerate() {
+            if j == 1 {
+                text.push('=');
+            }
+            for byte in part.bytes() {
+                if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+                    text.push(byte as char);
+                } else {
+                    text.push_str(&format!("%{byte:02X}"));
+                }
+            }
+        }
     }
-}
-
-async fn codes_of(response: Response) -> Codes {
-    response.bytes().await.map(|body| Codes::from_body(&body)).unwrap_or_default()
-}
-
-/// `Retry-After` in seconds (Clerk sends seconds; an HTTP date is not expected).
-fn retry_after(response: &Response) -> Option<Duration> {
-    let seconds: u64 = response.headers().get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
-    Some(Duration::from_secs(seconds))
+    text
 }
 
 /// A list that could not be fetched or read.
@@ -446,6 +560,22 @@ mod tests {
         assert_eq!(SecretKey::new("sk_live_abc".into()).unwrap().rate_limit(), PRODUCTION_RATE);
         assert_eq!(SecretKey::new("sk_test_abc".into()).unwrap().rate_limit(), DEVELOPMENT_RATE);
         assert_eq!(SecretKey::new("other".into()).unwrap().rate_limit(), DEVELOPMENT_RATE);
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        let query = [("user_id", "user_1".to_owned()), ("q", "a b&c=d/é".to_owned())];
+        assert_eq!(query_string(&query), "?user_id=user_1&q=a%20b%26c%3Dd%2F%C3%A9");
+        assert_eq!(query_string(&[]), "");
+    }
+
+    #[test]
+    fn base_urls_are_http_or_https_with_a_host() {
+        assert!(is_base_url("https://api.clerk.com/v1"));
+        assert!(is_base_url("http://127.0.0.1:8080/v1"));
+        assert!(!is_base_url("api.clerk.com/v1"));
+        assert!(!is_base_url("https:///v1"));
+        assert!(!is_base_url("https://api.clerk.com/v1?x=1"));
     }
 
     #[test]

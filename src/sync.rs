@@ -1,0 +1,562 @@
+//! The second entrance: `POST /sync` makes the table current for the signed-in caller, on demand.
+//!
+//! `answer` reads top to bottom as the life of a call: the caller's session token verified
+//! ([`crate::session_token`]) before anything else; the table's tombstone and the caller's window
+//! (one round of fetches from Clerk per user per `WINDOW`, whatever the number of function
+//! instances); the user, the session and the user's memberships fetched from Clerk's Backend API
+//! ([`crate::clerk`]) in parallel; each written through exactly the webhook path (`read_object`,
+//! `plan`, `Store::apply`), so neither path can overwrite what the other wrote newer; and the
+//! items as the table now holds them, read back. Nothing the caller sends is believed but the
+//! verified token. `/sync` never deletes: deletions come by webhook.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use lambda_http::http::{Method, StatusCode, header};
+use lambda_http::{Body, Request, Response};
+use serde::Serialize;
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde_json::value::RawValue;
+use tokio::task::JoinSet;
+
+use crate::clerk::{Clerk, ClerkError, Fetched, ListError, Patience, SecretKey, Transport};
+use crate::config::SyncConfig;
+use crate::event::{Event, read_object};
+use crate::handler::{Failure, MirrorGuard, error};
+use crate::plan::{self, Options, Write};
+use crate::rules::{self, Verdict};
+use crate::session_token::{Caller, Keys, TokenError, Unverified, Verifier};
+use crate::store::{Item, Store, StoreError, UserView, Window};
+use crate::webhook::verdict_name;
+use aws_sdk_dynamodb::types::AttributeValue;
+
+/// The route an application's frontend calls.
+pub const ROUTE: &str = "/sync";
+/// One round of fetches from Clerk per user per window: a caller in a loop costs Clerk at most
+/// 3 requests (more with over 500 memberships) per 5 s, from any number of function instances.
+pub const WINDOW: Duration = Duration::from_secs(5);
+/// The longest the key set and the three fetches may take: a 504 after it.
+const CLERK_BUDGET: Duration = Duration::from_secs(4);
+/// The longest a whole call may take, inside the function's 10 s timeout.
+const DEADLINE: Duration = Duration::from_secs(8);
+/// The user agent of requests to Clerk.
+const USER_AGENT: &str = concat!("clerk-sync/", env!("CARGO_PKG_VERSION"));
+
+/// The event types a fetched object is read as: the whole current object, as the `.updated`
+/// webhook carries it.
+const USER_EVENT: &str = "user.updated";
+const SESSION_EVENT: &str = "session.updated";
+const MEMBERSHIP_EVENT: &str = "organizationMembership.updated";
+
+/// `/sync` as configured.
+pub enum Route {
+    /// No `CLERK_SECRET_KEY`: 404.
+    Off,
+    /// A setting that cannot work (named at init): 500 until it is fixed.
+    Misconfigured(&'static str),
+    On(Box<Sync>),
+}
+
+impl Route {
+    /// Checks `config` without building anything costly: the HTTPS client (and the system roots
+    /// it loads) waits for the first call, so the webhook path's cold start pays nothing for it.
+    pub fn new(config: Option<SyncConfig>) -> Self {
+        let Some(config) = config else { return Route::Off };
+        let keys = match config.jwt_key.as_deref().map(Keys::from_pem) {
+            None => Keys::fetched(),
+            Some(Ok(keys)) => keys,
+            Some(Err(_)) => return Route::Misconfigured("CLERK_JWT_KEY is not a PEM RSA public key"),
+        };
+        if !crate::clerk::is_base_url(config.api_url.trim().trim_end_matches('/')) {
+            return Route::Misconfigured("CLERK_API_URL is not an http(s) URL");
+        }
+        let verifier = Verifier { keys, authorized_parties: config.authorized_parties };
+        Route::On(Box::new(Sync {
+            secret_key: config.secret_key,
+            api_url: config.api_url,
+            verifier,
+            clerk: OnceLock::new(),
+        }))
+    }
+}
+
+pub struct Sync {
+    secret_key: SecretKey,
+    api_url: String,
+    verifier: Verifier,
+    clerk: OnceLock<Result<Clerk, String>>,
+}
+
+impl Sync {
+    fn clerk(&self) -> Result<&Clerk, &str> {
+        let clerk = self.clerk.get_or_init(|| {
+            Clerk::new(&self.api_url, &self.secret_key, Patience::Interactive, USER_AGENT).map_err(|e| e.to_string())
+        });
+        clerk.as_ref().map_err(String::as_str)
+    }
+}
+
+/// The one log line of a `/sync` call: ids, counts and outcomes only, never a token, a claim
+/// other than the ids, or anything of the user object.
+#[derive(Default)]
+pub struct LogLine {
+    user_id: Option<String>,
+    session_id: Option<String>,
+    outcome: Option<&'static str>,
+    /// Verdicts of the writes, in order: user, session, then memberships.
+    written: Option<String>,
+    memberships: Option<usize>,
+    /// Set when Clerk refused our secret key: the template's alarm counts it.
+    clerk_key_refused: bool,
+    reason: Option<String>,
+}
+
+impl LogLine {
+    fn refused(&mut self, answer: Response<Body>, reason: &str) -> Response<Body> {
+        self.outcome.get_or_insert("refused");
+        self.reason = Some(reason.to_owned());
+        answer
+    }
+
+    pub fn emit(&self, status: StatusCode) {
+        let status = status.as_u16();
+        macro_rules! line {
+            ($level:ident) => {
+                tracing::$level!(
+                    route = ROUTE,
+                    user_id = self.user_id.as_deref(),
+                    session_id = self.session_id.as_deref(),
+                    outcome = self.outcome,
+                    written = self.written.as_deref(),
+                    memberships = self.memberships,
+                    clerk_key_refused = self.clerk_key_refused.then_some(true),
+                    reason = self.reason.as_deref(),
+                    status,
+                    "sync"
+                )
+            };
+        }
+        match status {
+            500.. => line!(error),
+            400.. => line!(warn),
+            _ => line!(info),
+        }
+    }
+}
+
+/// Everything `/sync` borrows from the function.
+pub struct Context<'a> {
+    pub store: &'a Store,
+    pub options: Options,
+    pub mirror: &'a MirrorGuard,
+}
+
+/// Answers one call at `now` (unix seconds for the token, with `now_ms` for the window).
+pub async fn answer(
+    route: &Route,
+    context: Context<'_>,
+    request: &Request,
+    now_ms: i64,
+    log: &mut LogLine,
+) -> Response<Body> {
+    if request.method() != Method::POST {
+        let mut answer = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: use POST");
+        answer.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        return log.refused(answer, "method not allowed");
+    }
+    let sync = match route {
+        Route::Off => return log.refused(error(StatusCode::NOT_FOUND, "sync is not configured"), "sync is off"),
+        Route::Misconfigured(reason) => {
+            return log.refused(error(StatusCode::INTERNAL_SERVER_ERROR, "sync is misconfigured"), reason);
+        }
+        Route::On(sync) => sync,
+    };
+    let clerk = match sync.clerk() {
+        Ok(clerk) => clerk,
+        Err(reason) => {
+            return log.refused(error(StatusCode::INTERNAL_SERVER_ERROR, "sync is misconfigured"), reason);
+        }
+    };
+    match tokio::time::timeout(DEADLINE, run(sync, clerk, context, request, now_ms, log)).await {
+        Ok(answer) => answer,
+        Err(_) => log.refused(
+            error(StatusCode::SERVICE_UNAVAILABLE, "the sync did not finish in time; retry later"),
+            "the call did not finish within the deadline",
+        ),
+    }
+}
+
+async fn run(
+    sync: &Sync,
+    clerk: &Clerk,
+    context: Context<'_>,
+    request: &Request,
+    now_ms: i64,
+    log: &mut LogLine,
+) -> Response<Body> {
+    let Context { store, options, mirror } = context;
+
+    // 1. The caller: a verified session token, or a 401 that says nothing of why.
+    let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let verified = match Unverified::from_authorization(authorization) {
+        Ok(token) => tokio::time::timeout(CLERK_BUDGET, sync.verifier.verify(token, now_ms.div_euclid(1000), clerk))
+            .await
+            .unwrap_or_else(|_| {
+                let transport = Transport::TimedOut;
+                Err(TokenError::KeySet(ClerkError::Unreachable { base: String::new(), transport, attempts: 1 }))
+            }),
+        Err(e) => Err(e),
+    };
+    let caller = match verified {
+        Ok(caller) => caller,
+        Err(e) => return log.refused(token_refusal(&e), &e.to_string()),
+    };
+    log.user_id = Some(caller.user_id.clone());
+    log.session_id = Some(caller.session_id.clone());
+
+    // 2. The table: the instance it mirrors, the user's tombstone, and the caller's window.
+    match mirror.check(store, options, caller.instance_id.as_deref()).await {
+        Ok(()) => {}
+        Err(Failure::OtherInstance { recorded, delivered }) => {
+            let reason = format!("the table mirrors Clerk instance {recorded}; this token comes from {delivered}");
+            return log.refused(
+                error(StatusCode::INTERNAL_SERVER_ERROR, "this table mirrors another Clerk instance"),
+                &reason,
+            );
+        }
+        Err(Failure::Store(e)) => return log.refused(store_failure(), &e.to_string()),
+    }
+    match store.user_item(&caller.user_id).await {
+        Ok(Some(item)) if is_tombstone(&item) => return deleted(log),
+        Ok(_) => {}
+        Err(e) => return log.refused(store_failure(), &e.to_string()),
+    }
+    match store.claim_sync_window(&caller.user_id, now_ms, WINDOW).await {
+        Ok(Window::Claimed) => {}
+        Ok(Window::Held { until_ms }) => {
+            let seconds = (until_ms - now_ms).max(1).div_euclid(1000) + 1;
+            let answer = with_retry_after(
+                error(StatusCode::TOO_MANY_REQUESTS, "synced moments ago; retry after the time given"),
+                seconds as u64,
+            );
+            log.outcome = Some("throttled");
+            return log.refused(answer, "another call holds this user's window");
+        }
+        Err(e) => return log.refused(store_failure(), &e.to_string()),
+    }
+
+    // 3. Clerk: the user, the session and the memberships, in parallel, within the budget.
+    let fetched = tokio::time::timeout(CLERK_BUDGET, async {
+        tokio::join!(
+            clerk.user(&caller.user_id),
+            clerk.session(&caller.session_id),
+            clerk.user_memberships(&caller.user_id)
+        )
+    })
+    .await;
+    let (user, session, memberships) = match fetched.map(all_fetched) {
+        Ok(Ok(fetched)) => fetched,
+        Ok(Err(ClerkFailure::Clerk(e))) => return clerk_refusal(log, &e),
+        Ok(Err(ClerkFailure::Malformed(reason))) => {
+            return log.refused(error(StatusCode::BAD_GATEWAY, "Clerk's answer could not be read"), &reason);
+        }
+        Err(_) => {
+            return log.refused(
+                error(StatusCode::GATEWAY_TIMEOUT, "Clerk did not answer in time"),
+                "Clerk's answers did not arrive within the budget",
+            );
+        }
+    };
+    let Fetched::Object(user) = user else {
+        log.outcome = Some("not_found");
+        return log.refused(error(StatusCode::NOT_FOUND, "Clerk has no such user"), "Clerk answered 404 for the user");
+    };
+    let Fetched::Object(session) = session else {
+        return log.refused(unauthorized(), "Clerk answered 404 for the token's session");
+    };
+    let memberships = memberships.unwrap_or_default();
+
+    // 4. The writes, through the webhook path: the user first, then the session and memberships.
+    let planned = match plan_all(&caller, &user, &session, &memberships, options) {
+        Ok(planned) => planned,
+        Err(Unplanned::OtherUser) => {
+            return log.refused(unauthorized(), "Clerk's session belongs to another user than the token's sub");
+        }
+        Err(Unplanned::Malformed(reason)) => {
+            return log.refused(error(StatusCode::BAD_GATEWAY, "Clerk's answer could not be read"), &reason);
+        }
+    };
+    log.memberships = Some(planned.memberships.len());
+    let verdicts = match write_all(store, planned).await {
+        Ok(verdicts) => verdicts,
+        Err(e) => return log.refused(store_failure(), &e.to_string()),
+    };
+    log.written = Some(verdicts.iter().map(|v| verdict_name(*v)).collect::<Vec<_>>().join(","));
+    if verdicts.first() == Some(&Verdict::UserDeleted) {
+        return deleted(log);
+    }
+
+    // 5. The answer: what the table now holds.
+    let view = match store.user_view(&caller.user_id, &caller.session_id).await {
+        Ok(view) => view,
+        Err(e) => return log.refused(store_failure(), &e.to_string()),
+    };
+    if view.user.as_ref().is_some_and(is_tombstone) {
+        return deleted(log);
+    }
+    let session_active = view
+        .session
+        .as_ref()
+        .is_some_and(|s| s.get("status").and_then(|v| v.as_s().ok()).is_some_and(|status| !rules::is_terminal(status)));
+    if !session_active {
+        log.outcome = Some("session_ended");
+        return log.refused(unauthorized(), "the session is no longer active (its state is stored)");
+    }
+    log.outcome = Some("synced");
+    respond_view(&view)
+}
+
+/// What one call writes, planned before anything is written.
+struct Planned {
+    user: Write,
+    session: Write,
+    memberships: Vec<Write>,
+}
+
+enum Unplanned {
+    OtherUser,
+    Malformed(String),
+}
+
+fn plan_all(
+    caller: &Caller,
+    user: &[u8],
+    session: &[u8],
+    memberships: &[Box<RawValue>],
+    options: Options,
+) -> Result<Planned, Unplanned> {
+    let raw = |body: &[u8], what: &str| -> Result<Box<RawValue>, Unplanned> {
+        serde_json::from_slice(body).map_err(|_| Unplanned::Malformed(format!("Clerk's {what} is not JSON")))
+    };
+    let user = raw(user, "user")?;
+    let session = raw(session, "session")?;
+    let user = plan_one(USER_EVENT, &user, options)?;
+    let session = plan_one(SESSION_EVENT, &session, options)?;
+    match (&user, &session) {
+        (Write::UpsertUser(u), Write::UpsertSession(s)) if u.id == caller.user_id && s.user_id == caller.user_id => {}
+        (Write::UpsertUser(_), Write::UpsertSession(_)) => return Err(Unplanned::OtherUser),
+        _ => return Err(Unplanned::Malformed("Clerk's user or session is not one".to_owned())),
+    }
+    let memberships = memberships
+        .iter()
+        .map(|raw| plan_one(MEMBERSHIP_EVENT, raw, options))
+        .filter(|planned| match planned {
+            // Only the caller's own memberships: Clerk's list is of them, but nothing unchecked is written.
+            Ok(Write::PutMembership(m)) => m.user_id == caller.user_id,
+            _ => true,
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Planned { user, session, memberships })
+}
+
+/// One object through `read_object` and `plan`, as the webhook `event_type` would carry it.
+fn plan_one(event_type: &str, raw: &RawValue, options: Options) -> Result<Write, Unplanned> {
+    let malformed = |reason: String| Unplanned::Malformed(format!("Clerk's object read as {event_type}: {reason}"));
+    let kind = read_object(event_type, raw).map_err(|e| malformed(e.to_string()))?;
+    let event = Event { event_type: event_type.to_owned(), timestamp: None, instance_id: None, kind };
+    match plan::plan(&event, options) {
+        Ok(Some(write)) => Ok(write),
+        Ok(None) => Err(malformed("not an object this event carries".to_owned())),
+        Err(e) => Err(malformed(e.to_string())),
+    }
+}
+
+/// The writes, each one `Store::apply`: the user first (a tombstone found there stops the rest),
+/// then the session and the memberships in parallel. Returns their verdicts in that order.
+async fn write_all(store: &Store, planned: Planned) -> Result<Vec<Verdict>, StoreError> {
+    let user = store.apply(&planned.user).await?;
+    let mut verdicts = vec![user.verdict];
+    if user.verdict == Verdict::UserDeleted {
+        return Ok(verdicts);
+    }
+    let mut writes = JoinSet::new();
+    for (index, write) in std::iter::once(planned.session).chain(planned.memberships).enumerate() {
+        let store = store.clone();
+        writes.spawn(async move { (index, store.apply(&write).await) });
+    }
+    let mut rest = vec![None; writes.len()];
+    while let Some(joined) = writes.join_next().await {
+        let (index, applied) = joined.map_err(|_| StoreError::Conversion("a write task failed".to_owned()))?;
+        rest[index] = Some(applied?.verdict);
+    }
+    verdicts.extend(rest.into_iter().flatten());
+    Ok(verdicts)
+}
+
+enum ClerkFailure {
+    Clerk(ClerkError),
+    Malformed(String),
+}
+
+impl From<ClerkError> for ClerkFailure {
+    fn from(e: ClerkError) -> Self {
+        ClerkFailure::Clerk(e)
+    }
+}
+
+fn list_failure(e: ListError) -> ClerkFailure {
+    match e {
+        ListError::Clerk(e) => ClerkFailure::Clerk(e),
+        malformed @ ListError::Malformed { .. } => ClerkFailure::Malformed(malformed.to_string()),
+    }
+}
+
+/// Clerk's failure as the caller hears it: 429 with Clerk's `Retry-After`, 500 when Clerk
+/// refused our secret key (logged for the alarm), 504 when it did not answer in time, 502 else.
+fn clerk_refusal(log: &mut LogLine, e: &ClerkError) -> Response<Body> {
+    match e {
+        ClerkError::RateLimited { retry_after, .. } => {
+            let seconds = retry_after.map_or(1, |d| d.as_secs().max(1));
+            let answer =
+                with_retry_after(error(StatusCode::TOO_MANY_REQUESTS, "Clerk is rate limiting; retry later"), seconds);
+            log.refused(answer, &e.to_string())
+        }
+        ClerkError::Unauthorized { .. } => {
+            log.clerk_key_refused = true;
+            log.refused(error(StatusCode::INTERNAL_SERVER_ERROR, "sync is misconfigured"), &e.to_string())
+        }
+        e if e.timed_out() => {
+            log.refused(error(StatusCode::GATEWAY_TIMEOUT, "Clerk did not answer in time"), &e.to_string())
+        }
+        e => log.refused(error(StatusCode::BAD_GATEWAY, "Clerk failed; retry later"), &e.to_string()),
+    }
+}
+
+type Fetches =
+    (Result<Fetched, ClerkError>, Result<Fetched, ClerkError>, Result<Option<Vec<Box<RawValue>>>, ListError>);
+
+/// The three fetches, or the first failure among them.
+#[allow(clippy::type_complexity)]
+fn all_fetched(
+    (user, session, memberships): Fetches,
+) -> Result<(Fetched, Fetched, Option<Vec<Box<RawValue>>>), ClerkFailure> {
+    Ok((user?, session?, memberships.map_err(list_failure)?))
+}
+
+fn token_refusal(e: &TokenError) -> Response<Body> {
+    match e.status() {
+        401 => unauthorized(),
+        403 => error(StatusCode::FORBIDDEN, "this origin may not sync"),
+        504 => error(StatusCode::GATEWAY_TIMEOUT, "Clerk did not answer in time"),
+        502 => error(StatusCode::BAD_GATEWAY, "Clerk failed; retry later"),
+        _ => error(StatusCode::INTERNAL_SERVER_ERROR, "sync is misconfigured"),
+    }
+}
+
+/// The one answer to every token failure: no hint of what was wrong.
+fn unauthorized() -> Response<Body> {
+    let mut answer = error(StatusCode::UNAUTHORIZED, "a valid Clerk session token is required");
+    answer.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    answer
+}
+
+fn deleted(log: &mut LogLine) -> Response<Body> {
+    log.outcome = Some("user_deleted");
+    log.refused(error(StatusCode::GONE, "the user is deleted"), "the table holds the user's tombstone")
+}
+
+fn store_failure() -> Response<Body> {
+    error(StatusCode::SERVICE_UNAVAILABLE, "the table could not be updated; retry later")
+}
+
+fn with_retry_after(mut answer: Response<Body>, seconds: u64) -> Response<Body> {
+    answer.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+    answer
+}
+
+fn is_tombstone(item: &Item) -> bool {
+    item.get("deleted").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false)
+}
+
+/// `{"user": {...}, "session": {...}, "memberships": [...]}`: the items as the table holds them,
+/// attribute for attribute (numbers as DynamoDB keeps them, every digit), live memberships only.
+fn respond_view(view: &UserView) -> Response<Body> {
+    struct View<'a>(&'a UserView);
+    impl Serialize for View<'_> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let live: Vec<&Item> = self.0.memberships.iter().filter(|m| !is_tombstone(m)).collect();
+            let mut map = serializer.serialize_map(Some(3))?;
+            map.serialize_entry("user", &self.0.user.as_ref().map(ItemJson))?;
+            map.serialize_entry("session", &self.0.session.as_ref().map(ItemJson))?;
+            map.serialize_entry("memberships", &live.into_iter().map(ItemJson).collect::<Vec<_>>())?;
+            map.end()
+        }
+    }
+    match serde_json::to_string(&View(view)) {
+        Ok(text) => {
+            let mut response = Response::new(Body::Text(text));
+            response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+            response
+        }
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the stored items could not be written as JSON"),
+    }
+}
+
+struct ItemJson<'a>(&'a Item);
+
+impl Serialize for ItemJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut keys: Vec<&String> = self.0.keys().collect();
+        keys.sort();
+        let mut map = serializer.serialize_map(Some(keys.len()))?;
+        for key in keys {
+            map.serialize_entry(key, &ValueJson(&self.0[key]))?;
+        }
+        map.end()
+    }
+}
+
+struct ValueJson<'a>(&'a AttributeValue);
+
+impl Serialize for ValueJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        match self.0 {
+            AttributeValue::S(s) => serializer.serialize_str(s),
+            AttributeValue::N(n) => number(n).serialize(serializer),
+            AttributeValue::Bool(b) => serializer.serialize_bool(*b),
+            AttributeValue::Null(_) => serializer.serialize_none(),
+            AttributeValue::M(m) => ItemJson(m).serialize(serializer),
+            AttributeValue::L(list) => {
+                let mut seq = serializer.serialize_seq(Some(list.len()))?;
+                for value in list {
+                    seq.serialize_element(&ValueJson(value))?;
+                }
+                seq.end()
+            }
+            AttributeValue::Ss(set) => set.serialize(serializer),
+            AttributeValue::Ns(set) => set.iter().map(|n| number(n)).collect::<Vec<_>>().serialize(serializer),
+            AttributeValue::B(blob) => serializer.serialize_str(&b64(blob.as_ref())),
+            AttributeValue::Bs(set) => set.iter().map(|b| b64(b.as_ref())).collect::<Vec<_>>().serialize(serializer),
+            _ => serializer.serialize_none(),
+        }
+    }
+}
+
+/// A DynamoDB number as a JSON number with all its digits (DynamoDB's numbers are JSON numbers);
+/// as text should one ever not be.
+fn number(n: &str) -> NumberJson {
+    let numeric = n.starts_with(|c: char| c == '-' || c.is_ascii_digit());
+    match RawValue::from_string(n.to_owned()) {
+        Ok(raw) if numeric => NumberJson::Raw(raw),
+        _ => NumberJson::Text(n.to_owned()),
+    }
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum NumberJson {
+    Raw(Box<RawValue>),
+    Text(String),
+}
