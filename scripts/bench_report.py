@@ -70,6 +70,21 @@ def main():
                   f"{ours['cold_ms'] / both:.2f}× that, {ours['cold_ms'] - both:.3f} ms above it.")
         print()
 
+    sync = out / "sync.json"
+    if sync.exists():
+        figures = json.loads(sync.read_text())
+        print(f"### POST /sync against the local fake Clerk ({figures['calls']} warm calls, each a new user)\n")
+        print("| | |")
+        print("|---|---|")
+        print(f"| first /sync of a warm process (HTTPS client built, key set fetched) | {figures['first_ms']} ms |")
+        print(f"| warm call, median | {figures['warm_median_ms']} ms |")
+        print(f"| warm call, p99 | {figures['warm_p99_ms']} ms |")
+        print(f"| requests to Clerk, first call | {figures['first_clerk_requests']} |")
+        print(f"| requests to Clerk per warm call | {figures['clerk_requests_per_call']:g} |")
+        requests = ", ".join(f"{op} {n:g}" for op, n in figures["dynamodb_requests_per_call"].items())
+        print(f"| DynamoDB requests per warm call | {requests} |")
+        print()
+
     binary = out / "arm64" / "bootstrap"
     if binary.exists():
         print("### Deployment\n")

@@ -9,8 +9,11 @@ Backend API (`Authorization: Bearer sk_test_local` required, as Clerk requires t
     GET /v1/users/{id}                             the sample user (events/user-updated.json)
     GET /v1/sessions/{id}                          the sample session (events/session-created.json)
     GET /v1/users/{id}/organization_memberships    the sample membership, as a {data, total_count} page
-Not Clerk's, for the loop only:
-    GET /local/token?sid=...                       a fresh RS256 session token for the sample user
+Not Clerk's, for the loop and the benchmark only:
+    GET /local/token[?sub=user_...&sid=sess_...]   a fresh RS256 session token (the sample user and
+                                                   session by default); another user and session is
+                                                   served as a copy of the samples under those ids
+    GET /local/requests                            how many Backend API requests were answered
 
 Any other id answers Clerk's 404 (`resource_not_found`). Needs `cryptography` (moto brings it).
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import base64
 import json
 import sys
+import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,6 +46,23 @@ USER, INSTANCE_ID = sample("user-updated")
 SESSION, _ = sample("session-created")
 MEMBERSHIP, _ = sample("organization-membership-created")
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+# Sessions minted by /local/token for other users: session id -> user id.
+SESSIONS = {SESSION["id"]: USER["id"]}
+REQUESTS = {"count": 0}
+LOCK = threading.Lock()
+
+
+def user(user_id):
+    return USER if user_id == USER["id"] else dict(USER, id=user_id)
+
+
+def session(session_id):
+    return dict(SESSION, id=session_id, user_id=SESSIONS[session_id], status="active")
+
+
+def membership(user_id):
+    public_user_data = dict(MEMBERSHIP["public_user_data"], user_id=user_id)
+    return MEMBERSHIP if user_id == USER["id"] else dict(MEMBERSHIP, public_user_data=public_user_data)
 
 
 def b64url(data: bytes) -> str:
@@ -58,12 +79,12 @@ def jwks():
     return {"keys": [key]}
 
 
-def token(session_id: str) -> str:
+def token(user_id: str, session_id: str) -> str:
     """A session token as Clerk's frontend SDKs get it: 60 s of life, nbf 10 s before iat."""
     now = int(time.time())
     header = {"alg": "RS256", "kid": INSTANCE_ID, "typ": "JWT", "cat": "cl_B7d4PD111AAA"}
     claims = {
-        "sub": USER["id"],
+        "sub": user_id,
         "sid": session_id,
         "iss": "https://clerk.local.example",
         "azp": "http://localhost:3000",
@@ -82,19 +103,27 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (http.server's name)
         url = urllib.parse.urlsplit(self.path)
         parts = [p for p in url.path.split("/") if p]
-        if parts[:2] == ["local", "token"]:
+        if parts == ["local", "token"]:
             query = urllib.parse.parse_qs(url.query)
-            return self.answer(200, {"token": token(query.get("sid", [SESSION["id"]])[0])})
+            user_id, session_id = query.get("sub", [USER["id"]])[0], query.get("sid", [SESSION["id"]])[0]
+            with LOCK:
+                SESSIONS[session_id] = user_id
+            return self.answer(200, {"token": token(user_id, session_id)})
+        if parts == ["local", "requests"]:
+            return self.answer(200, REQUESTS)
+        with LOCK:
+            REQUESTS["count"] += 1
+            users = set(SESSIONS.values())
         if self.headers.get("Authorization") != f"Bearer {SECRET_KEY}":
             return self.answer(401, {"errors": [{"code": "authentication_invalid"}]})
         if parts == ["v1", "jwks"]:
             return self.answer(200, jwks())
-        if parts == ["v1", "users", USER["id"]]:
-            return self.answer(200, USER)
-        if parts == ["v1", "sessions", SESSION["id"]]:
-            return self.answer(200, dict(SESSION, status="active"))
-        if parts == ["v1", "users", USER["id"], "organization_memberships"]:
-            return self.answer(200, {"data": [MEMBERSHIP], "total_count": 1})
+        if len(parts) == 3 and parts[:2] == ["v1", "users"] and parts[2] in users:
+            return self.answer(200, user(parts[2]))
+        if len(parts) == 3 and parts[:2] == ["v1", "sessions"] and parts[2] in SESSIONS:
+            return self.answer(200, session(parts[2]))
+        if len(parts) == 4 and parts[:2] == ["v1", "users"] and parts[2] in users and parts[3] == "organization_memberships":
+            return self.answer(200, {"data": [membership(parts[2])], "total_count": 1})
         return self.answer(404, {"errors": [{"code": "resource_not_found"}]})
 
     def answer(self, status, body):

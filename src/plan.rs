@@ -320,8 +320,10 @@ pub fn plan(event: &Event<'_>, options: Options) -> Result<Option<Write>, PlanEr
         EventKind::SessionUpsert { session, data } => {
             let version = version(session.updated_at)?;
             // Newer session payloads embed the whole user: it lives in the user item, and keeping a
-            // copy here would leave personal data behind that user.deleted does not reach.
-            let object = ClerkObject::new(data, &["user"])?;
+            // copy here would leave personal data behind that user.deleted does not reach. The
+            // Backend API's sessions (and some webhooks') carry `latest_activity`: the device's IP
+            // address, city and browser, personal data no application needs from this table.
+            let object = ClerkObject::new(data, &["user", "latest_activity"])?;
             Some(Write::UpsertSession(session_item(session, version, object.stored(options))))
         }
         EventKind::OrganizationUpsert { organization, data } => {
@@ -372,7 +374,7 @@ impl<'a> ClerkObject<'a> {
 
 /// A JSON object's text without the `dropped` members; the rest is kept as it was sent (members in
 /// their order, values byte for byte). Nothing to drop, nothing copied.
-fn without_fields<'a>(raw: &'a str, dropped: &[&str]) -> Result<Cow<'a, str>, PlanError> {
+pub fn without_fields<'a>(raw: &'a str, dropped: &[&str]) -> Result<Cow<'a, str>, PlanError> {
     let members: Members<'a> = serde_json::from_str(raw).map_err(|_| PlanError::InvalidData)?;
     if !members.0.iter().any(|(key, _)| dropped.contains(&key.as_ref())) {
         return Ok(Cow::Borrowed(raw.trim()));

@@ -234,7 +234,8 @@ async fn run(
     match store.claim_sync_window(&caller.user_id, now_ms, WINDOW).await {
         Ok(Window::Claimed) => {}
         Ok(Window::Held { until_ms }) => {
-            let seconds = (until_ms - now_ms).max(1).div_euclid(1000) + 1;
+            // Whole seconds, rounded up: a caller that waits that long finds the window closed.
+            let seconds = ((until_ms - now_ms).max(1) + 999) / 1000;
             let answer = with_retry_after(
                 error(StatusCode::TOO_MANY_REQUESTS, "synced moments ago; retry after the time given"),
                 seconds as u64,
@@ -478,21 +479,47 @@ fn is_tombstone(item: &Item) -> bool {
     item.get("deleted").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false)
 }
 
+/// Members of a Clerk object that Clerk itself never shows the user: `private_metadata` is for the
+/// backend only. The answer goes to the user's browser, so `data` leaves it out.
+const BACKEND_ONLY: &[&str] = &["private_metadata"];
+
+/// An item as the caller may see it: as stored, but with `data` (Clerk's JSON text) without the
+/// backend-only members; without `data` at all should its text not be an object.
+fn for_the_caller(item: &Item) -> Item {
+    let mut item = item.clone();
+    let data = item.get("data").and_then(|v| v.as_s().ok());
+    match data.map(|text| plan::without_fields(text, BACKEND_ONLY).map(std::borrow::Cow::into_owned)) {
+        Some(Ok(text)) => {
+            item.insert("data".to_owned(), AttributeValue::S(text));
+        }
+        Some(Err(_)) => {
+            item.remove("data");
+        }
+        None => {}
+    }
+    item
+}
+
 /// `{"user": {...}, "session": {...}, "memberships": [...]}`: the items as the table holds them,
-/// attribute for attribute (numbers as DynamoDB keeps them, every digit), live memberships only.
+/// attribute for attribute (numbers as DynamoDB keeps them, every digit), live memberships only,
+/// and `data` without what Clerk keeps from the user (`for_the_caller`).
 fn respond_view(view: &UserView) -> Response<Body> {
+    let view = UserView {
+        user: view.user.as_ref().map(for_the_caller),
+        session: view.session.as_ref().map(for_the_caller),
+        memberships: view.memberships.iter().filter(|m| !is_tombstone(m)).map(for_the_caller).collect(),
+    };
     struct View<'a>(&'a UserView);
     impl Serialize for View<'_> {
         fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            let live: Vec<&Item> = self.0.memberships.iter().filter(|m| !is_tombstone(m)).collect();
             let mut map = serializer.serialize_map(Some(3))?;
             map.serialize_entry("user", &self.0.user.as_ref().map(ItemJson))?;
             map.serialize_entry("session", &self.0.session.as_ref().map(ItemJson))?;
-            map.serialize_entry("memberships", &live.into_iter().map(ItemJson).collect::<Vec<_>>())?;
+            map.serialize_entry("memberships", &self.0.memberships.iter().map(ItemJson).collect::<Vec<_>>())?;
             map.end()
         }
     }
-    match serde_json::to_string(&View(view)) {
+    match serde_json::to_string(&View(&view)) {
         Ok(text) => {
             let mut response = Response::new(Body::Text(text));
             response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));

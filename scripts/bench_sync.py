@@ -1,0 +1,180 @@
+"""POST /sync's own figures: latency of warm calls against a local fake Clerk, and the requests
+each call makes to Clerk and to DynamoDB.
+
+The release binary runs under the Runtime API of scripts/coldstart.py, with /sync on
+(CLERK_SECRET_KEY, CLERK_API_URL pointing at scripts/fake_clerk.py, no CLERK_JWT_KEY: the key set
+is fetched, as in the default configuration). DynamoDB requests go through a counting forwarder
+to the local DynamoDB API. Each call is a different user (one round of fetches per user per 5 s),
+with a token minted just before it is sent:
+- first: the first /sync of a warm process (it builds the HTTPS client and fetches the key set);
+- warm: the median and p99 of the following calls, event handed over to response received.
+
+Usage:
+  bench_sync.py --binary PATH --dynamodb URL --table NAME [--calls N] [--env K=V ...]
+Prints a JSON object; scripts/bench_report.py formats it.
+"""
+
+import argparse
+import http.client
+import http.server
+import json
+import os
+import pathlib
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from coldstart import RuntimeApi, api_gateway_event, wait_response  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+class Counter(http.server.ThreadingHTTPServer):
+    """A DynamoDB endpoint that forwards every request to the real one and counts them by
+    operation (the X-Amz-Target header)."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream):
+        super().__init__(("127.0.0.1", 0), Forward)
+        self.upstream = urllib.parse.urlsplit(upstream)
+        self.counts = {}
+        self.lock = threading.Lock()
+
+
+class Forward(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        operation = self.headers.get("X-Amz-Target", "?").split(".")[-1]
+        with self.server.lock:
+            self.server.counts[operation] = self.server.counts.get(operation, 0) + 1
+        upstream = http.client.HTTPConnection(self.server.upstream.hostname, self.server.upstream.port, timeout=30)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        upstream.request("POST", "/", body, headers)
+        answer = upstream.getresponse()
+        data = answer.read()
+        self.send_response(answer.status)
+        for key, value in answer.getheaders():
+            if key.lower() not in ("content-length", "connection", "transfer-encoding", "server", "date"):
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        upstream.close()
+
+
+def sync_event(clerk, n):
+    """The sample /sync request with a fresh token for user n."""
+    query = urllib.parse.urlencode({"sub": f"user_bench{n}", "sid": f"sess_bench{n}"})
+    token = json.load(urllib.request.urlopen(f"{clerk}/local/token?{query}"))["token"]
+    event = json.loads((ROOT / "events" / "sync" / "request.json").read_text())
+    event["headers"]["authorization"] = f"Bearer {token}"
+    return json.dumps(event).encode()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clerk_requests(clerk):
+    return json.load(urllib.request.urlopen(f"{clerk}/local/requests"))["count"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--binary", required=True)
+    parser.add_argument("--dynamodb", required=True)
+    parser.add_argument("--table", required=True)
+    parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument("--env", action="append", default=[])
+    args = parser.parse_args()
+
+    port = free_port()
+    clerk = f"http://127.0.0.1:{port}"
+    fake = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "fake_clerk.py"), str(port)])
+    counter = Counter(args.dynamodb)
+    threading.Thread(target=counter.serve_forever, daemon=True).start()
+    api = RuntimeApi()
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    environment = {
+        "PATH": os.environ.get("PATH", ""),
+        "AWS_LAMBDA_FUNCTION_NAME": "bench",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_LOG_FORMAT": "JSON",
+        "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{api.server_address[1]}",
+        **dict(pair.split("=", 1) for pair in args.env),
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{counter.server_address[1]}",
+        "TABLE_NAME": args.table,
+        "CLERK_SECRET_KEY": "sk_test_local",
+        "CLERK_API_URL": f"{clerk}/v1",
+    }
+    for _ in range(100):
+        try:
+            clerk_requests(clerk)
+            break
+        except OSError:
+            time.sleep(0.05)
+    process = subprocess.Popen([args.binary], env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # Warm the process on a webhook delivery (it records the table's instance), as a
+        # function that has served webhooks is when /sync first reaches it.
+        secret = environment["CLERK_WEBHOOK_SIGNING_SECRET"]
+        api.events.put(api_gateway_event(secret, 1))
+        wait_response(api)
+        latencies = []
+        before = (clerk_requests(clerk), dict(counter.counts))
+        for n in range(args.calls + 1):
+            event = sync_event(clerk, n)
+            handed = time.perf_counter()
+            api.events.put(event)
+            answered, response = wait_response(api)
+            if response.get("statusCode") != 200:
+                raise SystemExit(f"/sync answered {response.get('statusCode')}: {response.get('body', '')[:300]}")
+            latencies.append(answered - handed)
+            if n == 0:
+                first_clerk = clerk_requests(clerk) - before[0]
+                before = (clerk_requests(clerk), dict(counter.counts))
+        warm_clerk = (clerk_requests(clerk) - before[0]) / args.calls
+        dynamodb = {op: (count - before[1].get(op, 0)) / args.calls for op, count in counter.counts.items()}
+        dynamodb = {op: n for op, n in sorted(dynamodb.items()) if n}
+    finally:
+        process.kill()
+        process.wait()
+        fake.kill()
+        fake.wait()
+        api.shutdown()
+        counter.shutdown()
+    warm = sorted(latencies[1:])
+    ms = lambda seconds: round(seconds * 1000, 3)  # noqa: E731
+    print(
+        json.dumps(
+            {
+                "calls": args.calls,
+                "first_ms": ms(latencies[0]),
+                "first_clerk_requests": first_clerk,
+                "warm_median_ms": ms(statistics.median(warm)),
+                "warm_p99_ms": ms(warm[int(len(warm) * 0.99) - 1]),
+                "clerk_requests_per_call": warm_clerk,
+                "dynamodb_requests_per_call": dynamodb,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
