@@ -2,6 +2,7 @@
 //! tables created from template.yaml's definition, and real API Gateway events signed like Svix.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod fake_clerk;
 pub mod fault_proxy;
 pub mod history;
 
@@ -18,7 +19,7 @@ use aws_sdk_dynamodb::types::{
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use clerk_sync::config::Config;
+use clerk_sync::config::{Config, SyncConfig};
 use clerk_sync::handler::App;
 use clerk_sync::store::{self, Store};
 use clerk_sync::verify::SigningSecret;
@@ -232,6 +233,16 @@ impl TestTable {
     /// The function on this table with `store` (for a removal budget or page size of its own).
     pub fn app_with_store(&self, store: Store) -> App {
         App::new(self.config(true), store)
+    }
+
+    /// The function on this table with `/sync` configured as `sync`.
+    pub fn app_with_sync(&self, sync: SyncConfig) -> App {
+        App::new(Config { sync: Some(sync), ..self.config(true) }, self.store())
+    }
+
+    /// As [`TestTable::app_with_sync`], its DynamoDB client going through `endpoint`.
+    pub fn app_with_sync_via(&self, sync: SyncConfig, endpoint: &str) -> App {
+        App::new(Config { sync: Some(sync), ..self.config(true) }, Store::new(client_for(endpoint), &self.name))
     }
 
     fn config(&self, store_clerk_data: bool) -> Config {

@@ -1,0 +1,858 @@
+//! `POST /sync` end to end: session tokens signed in the test with RSA keys made here, a fake Clerk
+//! (key set and Backend API) over real HTTP on 127.0.0.1, and the local DynamoDB API. Each test is
+//! one line of the route's contract: what each token and each answer of Clerk's is answered, what
+//! is written (and that nothing is where nothing may be), and the races with webhooks.
+
+mod common;
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
+use aws_lc_rs::rsa::{KeyPair, KeySize};
+use aws_lc_rs::signature::KeyPair as _;
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use clerk_sync::clerk::SecretKey;
+use clerk_sync::config::SyncConfig;
+use clerk_sync::handler::App;
+use common::fake_clerk::{FakeClerk, Fault, Kind, SECRET_KEY};
+use common::*;
+use hmac::{KeyInit, Mac};
+use lambda_http::http::header;
+use lambda_http::{Body, Request, Response};
+use serde_json::{Value, json};
+
+const INSTANCE: &str = "ins_123";
+const USER: &str = "user_2sYnC0000000000000000000001";
+const SESSION: &str = "sess_2sYnC0000000000000000000001";
+const OTHER_USER: &str = "user_2sYnC0000000000000000000002";
+const OTHER_SESSION: &str = "sess_2sYnC0000000000000000000002";
+const ORG_A: &str = "org_2sYnCaaaaaaaaaaaaaaaaaaaaaa";
+const ORG_B: &str = "org_2sYnCbbbbbbbbbbbbbbbbbbbbbb";
+const PARTY: &str = "https://app.example.com";
+/// The test's clock (unix seconds); Clerk's objects were last updated a little before it.
+const NOW: i64 = 1_800_000_000;
+const NOW_MS: i64 = NOW * 1000;
+/// `updated_at` of the fake's objects (ms).
+const UPDATED: i64 = NOW_MS - 60_000;
+const GENERIC_401: &str = "a valid Clerk session token is required";
+
+// ---- keys and tokens -----------------------------------------------------------------------
+
+struct Keys {
+    instance: KeyPair,
+    other: KeyPair,
+}
+
+/// Two 2048-bit keys, made once per test binary: the instance's, and another.
+fn keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| Keys {
+        instance: KeyPair::generate(KeySize::Rsa2048).unwrap(),
+        other: KeyPair::generate(KeySize::Rsa2048).unwrap(),
+    })
+}
+
+/// The public key as Clerk's dashboard shows it (`CLERK_JWT_KEY`): PEM `PUBLIC KEY` (SPKI).
+fn pem(key: &KeyPair) -> String {
+    let der: PublicKeyX509Der<'static> = key.public_key().as_der().unwrap();
+    let body = STANDARD.encode(der.as_ref());
+    let lines: Vec<&str> = body.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
+    format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", lines.join("\n"))
+}
+
+/// One DER element at the start of `der`: (tag, contents, rest).
+fn der_element(der: &[u8]) -> (u8, &[u8], &[u8]) {
+    let tag = der[0];
+    let (length, header) = match der[1] {
+        short if short < 0x80 => (short as usize, 2),
+        long => {
+            let n = (long & 0x7f) as usize;
+            (der[2..2 + n].iter().fold(0usize, |acc, b| acc << 8 | *b as usize), 2 + n)
+        }
+    };
+    (tag, &der[header..header + length], &der[header + length..])
+}
+
+/// The key as a JWK of the instance's key set, from its PKCS#1 `RSAPublicKey` DER.
+fn jwk(key: &KeyPair, kid: &str) -> Value {
+    let (tag, sequence, _) = der_element(key.public_key().as_ref());
+    assert_eq!(tag, 0x30);
+    let (_, n, rest) = der_element(sequence);
+    let (_, e, _) = der_element(rest);
+    let n = n.strip_prefix(&[0]).unwrap_or(n);
+    json!({"use": "sig", "kty": "RSA", "kid": kid, "alg": "RS256",
+           "n": URL_SAFE_NO_PAD.encode(n), "e": URL_SAFE_NO_PAD.encode(e)})
+}
+
+fn key_set() -> Value {
+    json!({"keys": [jwk(&keys().instance, INSTANCE)]})
+}
+
+fn b64(value: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(value.to_string())
+}
+
+/// `header.payload.signature`, RS256 with `key`.
+fn sign_rs256(header: &Value, claims: &Value, key: &KeyPair) -> String {
+    let signed = format!("{}.{}", b64(header), b64(claims));
+    let mut signature = vec![0; key.public_modulus_len()];
+    key.sign(
+        &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+        &aws_lc_rs::rand::SystemRandom::new(),
+        signed.as_bytes(),
+        &mut signature,
+    )
+    .unwrap();
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+fn session_header() -> Value {
+    json!({"alg": "RS256", "kid": INSTANCE, "typ": "JWT", "cat": "cl_B7d4PD111AAA"})
+}
+
+/// Version 2 session token claims of `user` and `session`, issued at `now`, as Clerk makes them.
+fn claims(user: &str, session: &str, now: i64) -> Value {
+    json!({
+        "azp": PARTY, "exp": now + 60, "fva": [0, -1], "iat": now, "iss": "https://clerk.example.com",
+        "jti": "0123456789abcdef0123", "nbf": now - 10, "sid": session, "sts": "active", "sub": user, "v": 2
+    })
+}
+
+/// A valid session token of `user` and `session` at `now`.
+fn token_at(user: &str, session: &str, now: i64) -> String {
+    sign_rs256(&session_header(), &claims(user, session, now), &keys().instance)
+}
+
+fn token() -> String {
+    token_at(USER, SESSION, NOW)
+}
+
+fn remove(object: &mut Value, name: &str) {
+    object.as_object_mut().unwrap().remove(name);
+}
+
+fn with_claims(change: impl FnOnce(&mut Value)) -> String {
+    let mut claims = claims(USER, SESSION, NOW);
+    change(&mut claims);
+    sign_rs256(&session_header(), &claims, &keys().instance)
+}
+
+fn with_header(change: impl FnOnce(&mut Value)) -> String {
+    let mut header = session_header();
+    change(&mut header);
+    sign_rs256(&header, &claims(USER, SESSION, NOW), &keys().instance)
+}
+
+// ---- requests ------------------------------------------------------------------------------
+
+/// An HTTP API (v2) `POST /sync` with `authorization`.
+fn sync_request_with(method: &str, authorization: Option<&str>) -> Request {
+    let mut event = fixture("user-created");
+    event["rawPath"] = json!("/sync");
+    event["routeKey"] = json!("POST /sync");
+    event["requestContext"]["routeKey"] = json!("POST /sync");
+    event["requestContext"]["http"]["path"] = json!("/sync");
+    event["requestContext"]["http"]["method"] = json!(method);
+    for name in ["svix-id", "svix-timestamp", "svix-signature", "content-length"] {
+        remove_header(&mut event, name);
+    }
+    set_body(&mut event, b"");
+    if let Some(value) = authorization {
+        set_header(&mut event, "authorization", value);
+    }
+    request(&event)
+}
+
+fn sync_request(token: &str) -> Request {
+    sync_request_with("POST", Some(&format!("Bearer {token}")))
+}
+
+fn header_of(response: &Response<Body>, name: header::HeaderName) -> Option<&str> {
+    response.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+// ---- Clerk's objects -----------------------------------------------------------------------
+
+fn data(envelope: &str) -> Value {
+    serde_json::from_str::<Value>(envelope).unwrap()["data"].take()
+}
+
+fn clerk_user(id: &str, updated_at: i64, first_name: &str) -> Value {
+    data(&clerk::user("user.updated", id, updated_at, first_name))
+}
+
+/// The Backend API's session: the webhook's fields, no embedded user, and `latest_activity`.
+fn clerk_session(id: &str, user_id: &str, status: &str, updated_at: i64) -> Value {
+    let mut session = data(&clerk::session("session.updated", id, user_id, status, updated_at, None));
+    session.as_object_mut().unwrap().remove("user");
+    session["latest_activity"] = json!({
+        "id": "sess_activity_1", "object": "session_activity", "browser_name": "Firefox", "browser_version": "128",
+        "city": "Reykjavik", "country": "IS", "device_type": "desktop", "ip_address": "192.0.2.77", "is_mobile": false
+    });
+    session
+}
+
+fn clerk_membership(id: &str, organization_id: &str, user_id: &str, updated_at: i64) -> Value {
+    data(&clerk::membership(
+        "organizationMembership.updated",
+        id,
+        organization_id,
+        user_id,
+        "org:member",
+        updated_at - 10,
+        updated_at,
+    ))
+}
+
+// ---- the world of a test -------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq)]
+enum KeyMode {
+    /// `CLERK_JWT_KEY`: no network call for keys.
+    Pem,
+    /// The key set from `{CLERK_API_URL}/jwks`.
+    Fetched,
+}
+
+struct World {
+    table: TestTable,
+    clerk: FakeClerk,
+    app: App,
+}
+
+fn sync_config(clerk: &FakeClerk, mode: KeyMode) -> SyncConfig {
+    SyncConfig {
+        secret_key: SecretKey::new(SECRET_KEY.to_owned()).unwrap(),
+        api_url: clerk.base.clone(),
+        jwt_key: (mode == KeyMode::Pem).then(|| pem(&keys().instance)),
+        authorized_parties: vec![PARTY.to_owned(), "https://admin.example.com".to_owned()],
+    }
+}
+
+/// A table, a fake Clerk holding `USER` (active session `SESSION`, two memberships) and
+/// `OTHER_USER`, and the function with `/sync` on.
+async fn world(mode: KeyMode) -> World {
+    let table = TestTable::create().await;
+    let clerk = FakeClerk::start(key_set()).await;
+    seed(&clerk, USER, SESSION);
+    clerk.set_memberships(
+        USER,
+        vec![
+            clerk_membership("orgmem_2sYnCa0000000000000000001", ORG_A, USER, UPDATED),
+            clerk_membership("orgmem_2sYnCb0000000000000000001", ORG_B, USER, UPDATED),
+        ],
+    );
+    seed(&clerk, OTHER_USER, OTHER_SESSION);
+    let app = table.app_with_sync(sync_config(&clerk, mode));
+    World { table, clerk, app }
+}
+
+fn seed(clerk: &FakeClerk, user: &str, session: &str) {
+    clerk.put_user(clerk_user(user, UPDATED, "Ada"));
+    clerk.put_session(clerk_session(session, user, "active", UPDATED));
+}
+
+impl World {
+    async fn call_at(&self, token: &str, now_ms: i64) -> Response<Body> {
+        self.app.handle_at_ms(sync_request(token), now_ms).await
+    }
+
+    async fn call(&self, token: &str) -> Response<Body> {
+        self.call_at(token, NOW_MS).await
+    }
+
+    /// Delivers a webhook through the same function.
+    async fn deliver(&self, body: &str, id: &str) -> (u16, Value) {
+        answer(&self.app.handle(delivery(body, id)).await)
+    }
+
+    /// Items of Clerk's objects (not the `/sync` window, not the instance record).
+    async fn data_items(&self) -> Vec<((String, String), Value)> {
+        self.table.items().await.into_iter().filter(|((pk, _), _)| !pk.starts_with("SYNC#")).collect()
+    }
+}
+
+/// A refusal: the status, no caching, the generic body and `WWW-Authenticate` of a 401.
+fn assert_refusal(response: &Response<Body>, status: u16, what: &str) -> Value {
+    let (got, body) = answer(response);
+    assert_eq!(got, status, "{what}: {body}");
+    assert_eq!(header_of(response, header::CACHE_CONTROL), Some("no-store"), "{what}");
+    if status == 401 {
+        assert_eq!(header_of(response, header::WWW_AUTHENTICATE), Some("Bearer"), "{what}");
+        assert_eq!(body, json!({"error": GENERIC_401}), "{what}: the body says nothing of why");
+    }
+    body
+}
+
+/// An item as `/sync` answers it: as stored, `data` without `private_metadata`.
+fn for_the_caller(item: &Value) -> Value {
+    let mut item = item.clone();
+    if let Some(text) = item.get("data").and_then(Value::as_str) {
+        let mut data: serde_json::Map<String, Value> = serde_json::from_str(text).unwrap();
+        data.remove("private_metadata");
+        item["data"] = json!(Value::Object(data).to_string());
+    }
+    item
+}
+
+// ---- the answer ----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn sync_writes_the_user_session_and_memberships_and_answers_them_as_stored() {
+    let w = world(KeyMode::Pem).await;
+    let response = w.call(&token()).await;
+    let (status, body) = answer(&response);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(header_of(&response, header::CACHE_CONTROL), Some("no-store"));
+    assert_eq!(header_of(&response, header::CONTENT_TYPE), Some("application/json"));
+    assert_eq!(w.clerk.requests_of(Kind::Jwks), 0, "CLERK_JWT_KEY needs no key set");
+    assert_eq!((w.clerk.requests_of(Kind::User), w.clerk.requests_of(Kind::Session)), (1, 1));
+    assert_eq!(w.clerk.requests_of(Kind::Memberships), 1);
+
+    let user = w.table.item(&format!("USER#{USER}"), "USER").await.expect("the user item");
+    let session = w.table.item(&format!("USER#{USER}"), &format!("SESSION#{SESSION}")).await.expect("session");
+    assert_eq!(data_of(&user)["private_metadata"], json!({"internal": "Ada"}), "the table keeps it");
+    assert_eq!(body["user"], for_the_caller(&user), "the user as the table holds it");
+    assert_eq!(data_of(&body["user"]).get("private_metadata"), None, "the caller never sees private_metadata");
+    assert_eq!(body["session"], for_the_caller(&session), "the session as the table holds it");
+    assert_eq!(user["first_name"], "Ada");
+    assert_eq!(user["version"], UPDATED);
+    assert_eq!(session["status"], "active");
+    assert_eq!(session["user_id"], USER);
+    let memberships = body["memberships"].as_array().unwrap();
+    assert_eq!(memberships.len(), 2, "{body}");
+    for membership in memberships {
+        let sk = membership["sk"].as_str().unwrap();
+        let stored = w.table.item(&format!("USER#{USER}"), sk).await.unwrap();
+        assert_eq!(&for_the_caller(&stored), membership);
+    }
+    let organizations: Vec<&str> = memberships.iter().map(|m| m["organization_id"].as_str().unwrap()).collect();
+    assert_eq!(organizations, [ORG_A, ORG_B]);
+
+    // The session's device (IP address, city, browser) and any embedded user are not stored.
+    let stored = data_of(&session);
+    assert_eq!(stored["id"], SESSION, "the session's Clerk object is kept");
+    assert_eq!(stored.get("latest_activity"), None, "latest_activity is personal data: {stored}");
+    assert_eq!(stored.get("user"), None);
+    let everything = serde_json::to_string(&w.table.all_items().await.into_values().collect::<Vec<_>>()).unwrap();
+    assert!(!everything.contains("192.0.2.77") && !everything.contains("Reykjavik"), "{everything}");
+    // Memberships keep no copy of the organization or of the user's public data.
+    for ((_, sk), item) in w.data_items().await {
+        if sk.starts_with("ORG#") || sk.starts_with("MEMBER#") {
+            assert_eq!(data_of(&item).get("public_user_data"), None, "{item}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_pending_session_is_accepted() {
+    let w = world(KeyMode::Pem).await;
+    w.clerk.put_session(clerk_session(SESSION, USER, "pending", UPDATED));
+    let response = w.call(&with_claims(|c| c["sts"] = json!("pending"))).await;
+    let (status, body) = answer(&response);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["session"]["status"], "pending");
+}
+
+#[tokio::test]
+async fn a_session_no_longer_active_is_stored_then_refused() {
+    let w = world(KeyMode::Pem).await;
+    w.clerk.put_session(clerk_session(SESSION, USER, "revoked", UPDATED));
+    assert_refusal(&w.call(&token()).await, 401, "revoked session");
+    let session = w.table.item(&format!("USER#{USER}"), &format!("SESSION#{SESSION}")).await;
+    assert_eq!(session.expect("its state is stored first")["status"], "revoked");
+}
+
+#[tokio::test]
+async fn sync_is_404_when_not_configured() {
+    let table = TestTable::create().await;
+    let response = table.app().handle_at_ms(sync_request(&token()), NOW_MS).await;
+    assert_eq!(answer(&response), (404, json!({"error": "sync is not configured"})));
+    assert_eq!(header_of(&response, header::CACHE_CONTROL), Some("no-store"));
+    assert!(table.all_items().await.is_empty());
+}
+
+#[tokio::test]
+async fn only_post_is_answered() {
+    let w = world(KeyMode::Pem).await;
+    let response = w.app.handle_at_ms(sync_request_with("GET", Some(&format!("Bearer {}", token()))), NOW_MS).await;
+    assert_eq!(response.status(), 405);
+    assert_eq!(w.clerk.requests(), 0);
+}
+
+// ---- tokens --------------------------------------------------------------------------------
+
+/// Tokens that must be refused, each with the status it gets.
+fn refused_tokens() -> Vec<(&'static str, String, u16)> {
+    let k = keys();
+    let hs256 = {
+        let header = json!({"alg": "HS256", "kid": INSTANCE, "typ": "JWT"});
+        let signed = format!("{}.{}", b64(&header), b64(&claims(USER, SESSION, NOW)));
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(pem(&k.instance).as_bytes()).unwrap();
+        mac.update(signed.as_bytes());
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    };
+    let none = format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&claims(USER, SESSION, NOW)));
+    let valid = token();
+    let (valid_signed, _) = valid.rsplit_once('.').unwrap();
+    let tampered = {
+        let mut claims = claims(OTHER_USER, SESSION, NOW);
+        claims["sub"] = json!(OTHER_USER);
+        format!("{}.{}.{}", b64(&session_header()), b64(&claims), valid.rsplit('.').next().unwrap())
+    };
+    vec![
+        ("expired 6 s ago (beyond the 5 s skew)", with_claims(|c| c["exp"] = json!(NOW - 6)), 401),
+        ("expired long ago", with_claims(|c| c["exp"] = json!(NOW - 3600)), 401),
+        ("not valid for 6 s more", with_claims(|c| c["nbf"] = json!(NOW + 6)), 401),
+        ("issued 6 s in the future", with_claims(|c| c["iat"] = json!(NOW + 6)), 401),
+        ("no exp", with_claims(|c| remove(c, "exp")), 401),
+        ("no iat", with_claims(|c| remove(c, "iat")), 401),
+        ("signed by another key", sign_rs256(&session_header(), &claims(USER, SESSION, NOW), &k.other), 401),
+        ("alg none", none.clone(), 401),
+        ("alg none with the valid token's signature", format!("{none}{}", valid.rsplit('.').next().unwrap()), 401),
+        ("HS256 signed with the public key", hs256, 401),
+        ("RS384 header", with_header(|h| h["alg"] = json!("RS384")), 401),
+        ("claims changed after signing", tampered, 401),
+        ("signature cut", valid_signed.to_owned() + ".", 401),
+        ("no sid", with_claims(|c| remove(c, "sid")), 401),
+        ("sid not a session id", with_claims(|c| c["sid"] = json!("client_2sYnC")), 401),
+        ("no sub", with_claims(|c| remove(c, "sub")), 401),
+        ("sub not a user id", with_claims(|c| c["sub"] = json!("org_2sYnC")), 401),
+        ("sub with a key separator", with_claims(|c| c["sub"] = json!("user_1#SESSION")), 401),
+        ("azp not authorized", with_claims(|c| c["azp"] = json!("https://evil.example.com")), 403),
+        ("azp with a trailing slash", with_claims(|c| c["azp"] = json!("https://app.example.com/")), 403),
+        ("no azp", with_claims(|c| remove(c, "azp")), 401),
+        ("session status ended", with_claims(|c| c["sts"] = json!("ended")), 401),
+        ("JWT template category", with_header(|h| h["cat"] = json!("cl_B7d4PD222AAA")), 401),
+        ("machine token category", with_header(|h| h["cat"] = json!("cl_B7d4PD333AAA")), 401),
+        ("typ not JWT", with_header(|h| h["typ"] = json!("at+jwt")), 401),
+        (
+            "duplicate sub claim",
+            {
+                let payload = format!(
+                    r#"{{"sub":"{USER}","sub":"{OTHER_USER}","sid":"{SESSION}","exp":{},"iat":{NOW},"azp":"{PARTY}"}}"#,
+                    NOW + 60
+                );
+                let signed = format!("{}.{}", b64(&session_header()), URL_SAFE_NO_PAD.encode(payload));
+                let mut signature = vec![0; k.instance.public_modulus_len()];
+                k.instance
+                    .sign(
+                        &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+                        &aws_lc_rs::rand::SystemRandom::new(),
+                        signed.as_bytes(),
+                        &mut signature,
+                    )
+                    .unwrap();
+                format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
+            },
+            401,
+        ),
+        ("two parts", valid_signed.to_owned(), 401),
+        ("four parts", format!("{valid}.x"), 401),
+        ("not base64", "a.b.c!".to_owned(), 401),
+        ("padded base64", format!("{valid}=="), 401),
+        ("far too long", "a".repeat(20_000), 401),
+    ]
+}
+
+async fn assert_refused_without_clerk(w: &World, requests_before: usize) {
+    for (what, token, status) in refused_tokens() {
+        assert_refusal(&w.call(&token).await, status, what);
+        assert_eq!(w.clerk.requests(), requests_before, "{what}: a request reached Clerk: {:?}", w.clerk.received());
+    }
+    for authorization in [None, Some("Basic dXNlcjpwYXNz"), Some("Bearer"), Some("Bearer  "), Some(token().as_str())] {
+        let response = w.app.handle_at_ms(sync_request_with("POST", authorization), NOW_MS).await;
+        assert_refusal(&response, 401, &format!("Authorization {authorization:?}"));
+    }
+    assert_eq!(w.clerk.requests(), requests_before);
+}
+
+#[tokio::test]
+async fn refused_tokens_make_no_request_to_clerk_and_write_nothing() {
+    let w = world(KeyMode::Pem).await;
+    assert_refused_without_clerk(&w, 0).await;
+    assert!(w.table.all_items().await.is_empty(), "a refused token wrote: {:?}", w.table.all_items().await);
+}
+
+#[tokio::test]
+async fn with_the_fetched_key_set_refused_tokens_make_no_further_request() {
+    let w = world(KeyMode::Fetched).await;
+    // The first token fetches the key set, with the secret key (the fake refuses any other).
+    let (status, body) = answer(&w.call(&token()).await);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(w.clerk.requests_of(Kind::Jwks), 1);
+    let before = w.clerk.requests();
+    assert_refused_without_clerk(&w, before).await;
+    // An unknown key id, or none: refused, and the key set is not fetched again within 5 minutes.
+    for (what, token) in [
+        ("unknown key id", with_header(|h| h["kid"] = json!("ins_2sYnCunknown"))),
+        ("no key id", with_header(|h| remove(h, "kid"))),
+    ] {
+        assert_refusal(&w.call(&token).await, 401, what);
+    }
+    assert_eq!(w.clerk.requests(), before, "{:?}", w.clerk.received());
+    // The cached key set still verifies.
+    let later = w.call_at(&token_at(OTHER_USER, OTHER_SESSION, NOW + 10), NOW_MS + 10_000).await;
+    assert_eq!(later.status(), 200);
+    assert_eq!(w.clerk.requests_of(Kind::Jwks), 1, "the key set is cached");
+}
+
+#[tokio::test]
+async fn an_unknown_key_id_fetches_the_key_set_once_and_is_refused() {
+    let w = world(KeyMode::Fetched).await;
+    let unknown = with_header(|h| h["kid"] = json!("ins_2sYnCunknown"));
+    assert_refusal(&w.call(&unknown).await, 401, "unknown key id");
+    assert_refusal(&w.call(&unknown).await, 401, "unknown key id again");
+    assert_eq!(w.clerk.received().iter().map(|(k, _)| *k).collect::<Vec<_>>(), [Kind::Jwks]);
+    // A key set rotated within the 5 minutes is not fetched for it yet; the known key still works.
+    w.clerk.set_jwks(json!({"keys": [jwk(&keys().instance, INSTANCE), jwk(&keys().other, "ins_2sYnCunknown")]}));
+    let other = sign_rs256(
+        &json!({"alg": "RS256", "kid": "ins_2sYnCunknown", "typ": "JWT"}),
+        &claims(USER, SESSION, NOW),
+        &keys().other,
+    );
+    assert_refusal(&w.call(&other).await, 401, "a new key within the refetch interval");
+    assert_eq!(w.clerk.requests_of(Kind::Jwks), 1);
+    assert_eq!(w.call(&token()).await.status(), 200);
+    assert!(w.table.all_items().await.keys().any(|(pk, _)| pk == &format!("USER#{USER}")));
+}
+
+#[tokio::test]
+async fn the_key_set_failing_is_502_504_or_500_never_a_pass() {
+    let w = world(KeyMode::Fetched).await;
+    w.clerk.fail(Kind::Jwks, Fault::Status(503), None);
+    assert_refusal(&w.call(&token()).await, 502, "key set 503");
+    w.clerk.heal();
+    w.clerk.fail(Kind::Jwks, Fault::Status(401), None);
+    let body = assert_refusal(&w.call(&token()).await, 500, "key set 401");
+    assert_eq!(body, json!({"error": "sync is misconfigured"}));
+    w.clerk.heal();
+    w.clerk.set_jwks(json!({"keys": [{"kty": "EC", "kid": INSTANCE, "crv": "P-256", "x": "AA", "y": "AA"}]}));
+    assert_refusal(&w.call(&token()).await, 500, "a key set without RSA keys");
+    assert!(w.data_items().await.is_empty());
+    w.clerk.set_jwks(key_set());
+    assert_eq!(w.call(&token()).await.status(), 200, "a failed fetch is not cached");
+}
+
+/// A change to a token's header and claims.
+type Change = Box<dyn Fn(&mut Value, &mut Value)>;
+
+#[tokio::test]
+async fn clock_skew_of_5_s_is_allowed_and_token_categories_absent_session_and_ignore_are_accepted() {
+    let w = world(KeyMode::Pem).await;
+    let cases: Vec<(&str, Change)> = vec![
+        ("expired 5 s ago", Box::new(|_, c| c["exp"] = json!(NOW - 5))),
+        ("valid in 5 s", Box::new(|_, c| c["nbf"] = json!(NOW + 5))),
+        ("issued 5 s ahead", Box::new(|_, c| c["iat"] = json!(NOW + 5))),
+        ("no category", Box::new(|h, _| remove(h, "cat"))),
+        ("ignore category", Box::new(|h, _| h["cat"] = json!("cl_I7d4PD111III"))),
+        ("no typ", Box::new(|h, _| remove(h, "typ"))),
+        (
+            "no nbf, no sts",
+            Box::new(|_, c| {
+                remove(c, "nbf");
+                remove(c, "sts");
+            }),
+        ),
+        ("the other authorized party", Box::new(|_, c| c["azp"] = json!("https://admin.example.com"))),
+    ];
+    for (i, (what, change)) in cases.into_iter().enumerate() {
+        let (user, session) = (format!("user_2sYnCskew{i}"), format!("sess_2sYnCskew{i}"));
+        seed(&w.clerk, &user, &session);
+        let (mut header, mut claims) = (session_header(), claims(&user, &session, NOW));
+        change(&mut header, &mut claims);
+        let response = w.call(&sign_rs256(&header, &claims, &keys().instance)).await;
+        let (status, body) = answer(&response);
+        assert_eq!(status, 200, "{what}: {body}");
+        assert_eq!(body["user"]["id"], user.as_str(), "{what}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_of_another_instance_is_refused_once_the_table_mirrors_one() {
+    let w = world(KeyMode::Pem).await;
+    assert_eq!(w.deliver(&clerk::user("user.created", OTHER_USER, 1000, "Grace"), "msg_mirror").await.0, 200);
+    let response = w.call(&with_header(|h| h["kid"] = json!("ins_2sYnCanother"))).await;
+    assert_refusal(&response, 500, "another instance's key id");
+    assert_eq!(w.clerk.requests(), 0);
+}
+
+// ---- what Clerk answers ----------------------------------------------------------------------
+
+#[tokio::test]
+async fn clerk_without_the_user_is_404_and_nothing_is_written() {
+    let w = world(KeyMode::Pem).await;
+    w.clerk.delete_user(USER);
+    let body = assert_refusal(&w.call(&token()).await, 404, "no such user");
+    assert_eq!(body, json!({"error": "Clerk has no such user"}));
+    assert!(w.data_items().await.is_empty(), "{:?}", w.data_items().await);
+}
+
+#[tokio::test]
+async fn clerk_without_the_user_tombstones_nothing_that_is_stored() {
+    let w = world(KeyMode::Pem).await;
+    assert_eq!(w.call(&token()).await.status(), 200);
+    let before = w.data_items().await;
+    w.clerk.delete_user(USER);
+    w.clerk.set_memberships(USER, vec![]);
+    assert_refusal(&w.call_at(&token_at(USER, SESSION, NOW + 6), NOW_MS + 6_000).await, 404, "user gone");
+    assert_eq!(w.data_items().await, before, "/sync never tombstones or deletes");
+}
+
+#[tokio::test]
+async fn memberships_clerk_no_longer_lists_are_not_removed() {
+    let w = world(KeyMode::Pem).await;
+    assert_eq!(w.call(&token()).await.status(), 200);
+    w.clerk.set_memberships(USER, vec![]);
+    let (status, body) = answer(&w.call_at(&token_at(USER, SESSION, NOW + 6), NOW_MS + 6_000).await);
+    assert_eq!(status, 200);
+    assert_eq!(body["memberships"].as_array().unwrap().len(), 2, "deletions come by webhook only");
+}
+
+#[tokio::test]
+async fn clerk_rate_limiting_is_429_with_its_retry_after() {
+    let w = world(KeyMode::Pem).await;
+    w.clerk.fail(Kind::Session, Fault::RateLimited { retry_after: 7 }, None);
+    let response = w.call(&token()).await;
+    assert_refusal(&response, 429, "Clerk's 429");
+    assert_eq!(header_of(&response, header::RETRY_AFTER), Some("7"));
+    assert_eq!(w.clerk.requests_of(Kind::Session), 1, "a 429 is not retried while the caller waits");
+    assert!(w.data_items().await.is_empty());
+}
+
+#[tokio::test]
+async fn clerk_failing_is_502_after_one_retry() {
+    let w = world(KeyMode::Pem).await;
+    w.clerk.fail(Kind::User, Fault::Status(503), None);
+    let body = assert_refusal(&w.call(&token()).await, 502, "Clerk's 503");
+    assert_eq!(body, json!({"error": "Clerk failed; retry later"}));
+    assert_eq!(w.clerk.requests_of(Kind::User), 2);
+    assert!(w.data_items().await.is_empty());
+    // One 5xx, then an answer: the retry makes the call.
+    w.clerk.heal();
+    w.clerk.fail(Kind::Memberships, Fault::Status(500), Some(1));
+    let (status, body) = answer(&w.call_at(&token_at(USER, SESSION, NOW + 6), NOW_MS + 6_000).await);
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn clerk_refusing_the_secret_key_is_500() {
+    let w = world(KeyMode::Pem).await;
+    w.clerk.fail(Kind::User, Fault::Status(401), None);
+    let body = assert_refusal(&w.call(&token()).await, 500, "Clerk's 401");
+    assert_eq!(body, json!({"error": "sync is misconfigured"}));
+    assert!(w.data_items().await.is_empty());
+}
+
+#[tokio::test]
+async fn clerk_not_answering_in_time_is_504() {
+    let w = world(KeyMode::Pem).await;
+    w.clerk.fail(Kind::Session, Fault::Slow(Duration::from_secs(6)), None);
+    let started = Instant::now();
+    let body = assert_refusal(&w.call(&token()).await, 504, "slow Clerk");
+    assert_eq!(body, json!({"error": "Clerk did not answer in time"}));
+    assert!(started.elapsed() < Duration::from_millis(5500), "took {:?}", started.elapsed());
+    assert!(w.data_items().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_session_of_another_user_writes_nothing() {
+    let w = world(KeyMode::Pem).await;
+    // A token of USER naming OTHER_USER's session: Clerk's session says whose it is.
+    let response = w.call(&token_at(USER, OTHER_SESSION, NOW)).await;
+    assert_refusal(&response, 401, "another user's session");
+    assert!(w.data_items().await.is_empty(), "{:?}", w.data_items().await);
+}
+
+#[tokio::test]
+async fn memberships_of_other_users_in_clerks_answer_are_not_written() {
+    let w = world(KeyMode::Pem).await;
+    w.clerk.set_memberships(
+        USER,
+        vec![
+            clerk_membership("orgmem_2sYnCa0000000000000000001", ORG_A, USER, UPDATED),
+            clerk_membership("orgmem_2sYnCb0000000000000000002", ORG_B, OTHER_USER, UPDATED),
+        ],
+    );
+    let (status, body) = answer(&w.call(&token()).await);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["memberships"].as_array().unwrap().len(), 1);
+    let items = w.data_items().await;
+    assert!(!items.iter().any(|((pk, sk), _)| pk.contains(OTHER_USER) || sk.contains(OTHER_USER)), "{items:?}");
+}
+
+#[tokio::test]
+async fn dynamodb_failing_is_503() {
+    let table = TestTable::create().await;
+    let clerk = FakeClerk::start(key_set()).await;
+    seed(&clerk, USER, SESSION);
+    // Nothing listens there.
+    let app = table.app_with_sync_via(sync_config(&clerk, KeyMode::Pem), "http://127.0.0.1:9");
+    let response = app.handle_at_ms(sync_request(&token()), NOW_MS).await;
+    assert_refusal(&response, 503, "DynamoDB unreachable");
+    assert_eq!(clerk.requests(), 0, "nothing is fetched before the table answers");
+}
+
+// ---- the window ------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_caller_is_held_to_one_round_of_fetches_per_window() {
+    let w = world(KeyMode::Pem).await;
+    assert_eq!(w.call(&token()).await.status(), 200);
+    assert_eq!(w.clerk.requests(), 3);
+    let response = w.call_at(&token_at(USER, SESSION, NOW + 1), NOW_MS + 1_000).await;
+    assert_refusal(&response, 429, "synced a second ago");
+    let retry_after: u64 = header_of(&response, header::RETRY_AFTER).unwrap().parse().unwrap();
+    assert!((1..=5).contains(&retry_after), "Retry-After {retry_after}: the window ends in 4 s");
+    assert_eq!(w.clerk.requests(), 3, "no fetch while the window is held");
+    // Another user has a window of their own.
+    assert_eq!(w.call_at(&token_at(OTHER_USER, OTHER_SESSION, NOW + 1), NOW_MS + 1_000).await.status(), 200);
+    // Once the window is over, the next call fetches again.
+    let again = w.call_at(&token_at(USER, SESSION, NOW + 5), NOW_MS + 5_000).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(w.clerk.requests(), 9);
+}
+
+#[tokio::test]
+async fn a_failed_round_still_holds_the_window() {
+    let w = world(KeyMode::Pem).await;
+    w.clerk.fail(Kind::User, Fault::Status(503), None);
+    assert_eq!(w.call(&token()).await.status(), 502);
+    let requests = w.clerk.requests();
+    assert_eq!(w.call_at(&token_at(USER, SESSION, NOW + 2), NOW_MS + 2_000).await.status(), 429);
+    assert_eq!(w.clerk.requests(), requests);
+}
+
+#[tokio::test]
+async fn thirty_two_concurrent_calls_of_one_user_make_one_round_of_fetches() {
+    let w = world(KeyMode::Fetched).await;
+    let token = token();
+    let calls = (0..32).map(|i| w.call_at(&token, NOW_MS + i * 10));
+    let answers = futures_join_all(calls).await;
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 31, "{statuses:?}");
+    for response in answers.iter().filter(|r| r.status() == 429) {
+        assert!(header_of(response, header::RETRY_AFTER).is_some());
+    }
+    let kinds: Vec<Kind> = w.clerk.received().iter().map(|(k, _)| *k).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == Kind::Jwks).count(), 1, "{kinds:?}");
+    assert_eq!(kinds.len(), 4, "one key set and one round of three fetches: {kinds:?}");
+}
+
+/// Runs the futures concurrently on this task and collects their outputs in order.
+async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futures.map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in pinned.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    outputs.into_iter().map(Option::unwrap).collect()
+}
+
+// ---- races with webhooks -------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_older_webhook_after_sync_is_stale_and_a_newer_one_wins() {
+    let w = world(KeyMode::Pem).await;
+    assert_eq!(w.call(&token()).await.status(), 200);
+    let user_pk = format!("USER#{USER}");
+    let older = clerk::user("user.updated", USER, UPDATED - 1, "Older");
+    let (status, body) = w.deliver(&older, "msg_older").await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("stale")), "{body}");
+    assert_eq!(w.table.item(&user_pk, "USER").await.unwrap()["first_name"], "Ada");
+    let older_session = clerk::session("session.updated", SESSION, USER, "active", UPDATED - 1, None);
+    assert_eq!(w.deliver(&older_session, "msg_older_session").await.1["outcome"], "stale");
+
+    let newer = clerk::user("user.updated", USER, UPDATED + 1, "Newer");
+    assert_eq!(w.deliver(&newer, "msg_newer").await.1["outcome"], "applied");
+    let ended = clerk::session("session.ended", SESSION, USER, "ended", UPDATED + 1, None);
+    assert_eq!(w.deliver(&ended, "msg_ended").await.1["outcome"], "applied");
+    // A later /sync with Clerk still answering the older objects writes nothing over them, and
+    // answers what the table holds: the session ended, so 401 (its state is stored).
+    let response = w.call_at(&token_at(USER, SESSION, NOW + 6), NOW_MS + 6_000).await;
+    assert_refusal(&response, 401, "a session ended by a newer webhook");
+    assert_eq!(w.table.item(&user_pk, "USER").await.unwrap()["first_name"], "Newer");
+    let session = w.table.item(&user_pk, &format!("SESSION#{SESSION}")).await.unwrap();
+    assert_eq!(session["status"], "ended");
+}
+
+#[tokio::test]
+async fn sync_answers_the_newer_items_a_webhook_already_wrote() {
+    let w = world(KeyMode::Pem).await;
+    let newer = clerk::user("user.updated", USER, UPDATED + 500, "Newer");
+    assert_eq!(w.deliver(&newer, "msg_newer_first").await.1["outcome"], "applied");
+    let (status, body) = answer(&w.call(&token()).await);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"]["first_name"], "Newer", "the item as the table holds it");
+    assert_eq!(body["user"]["version"], UPDATED + 500);
+    assert_eq!(body["session"]["status"], "active");
+}
+
+#[tokio::test]
+async fn sync_of_a_tombstoned_user_is_410_and_writes_nothing() {
+    let w = world(KeyMode::Pem).await;
+    let (status, _) = w.deliver(&clerk::user_deleted(USER, NOW_MS - 1000), "msg_deleted").await;
+    assert_eq!(status, 200);
+    let before = w.table.items().await;
+    let body = assert_refusal(&w.call(&token()).await, 410, "tombstoned user");
+    assert_eq!(body, json!({"error": "the user is deleted"}));
+    // Only the record of the mirrored instance (META), as any first delivery would.
+    assert_eq!(w.table.items().await, before, "nothing is written, not even the window");
+    assert_eq!(w.clerk.requests(), 0, "nothing is fetched");
+}
+
+#[tokio::test]
+async fn a_user_deleted_while_clerk_answers_is_not_resurrected() {
+    let w = world(KeyMode::Pem).await;
+    // The deletion lands while Clerk is still answering the (slow) memberships.
+    w.clerk.fail(Kind::Memberships, Fault::Slow(Duration::from_millis(700)), None);
+    let token = token();
+    let sync = w.call(&token);
+    let delete = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        w.deliver(&clerk::user_deleted(USER, NOW_MS - 1000), "msg_deleted_during").await
+    };
+    let (response, (status, _)) = tokio::join!(sync, delete);
+    assert_eq!(status, 200);
+    assert_refusal(&response, 410, "deleted during the fetches");
+    let items = w.data_items().await;
+    let live: Vec<_> = items.iter().filter(|(_, item)| item.get("deleted") != Some(&json!(true))).collect();
+    assert!(live.is_empty(), "the deleted user's data was written back: {live:?}");
+}
+
+// ---- logs ------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn tokens_and_the_secret_key_never_reach_the_log() {
+    let Ok(dir) = std::env::var("CLERK_SYNC_TEST_LOG_DIR") else { return };
+    let w = world(KeyMode::Fetched).await;
+    let good = token();
+    let bad = with_claims(|c| c["exp"] = json!(NOW - 100));
+    assert_eq!(w.call(&good).await.status(), 200);
+    assert_eq!(w.call(&bad).await.status(), 401);
+    w.clerk.fail(Kind::User, Fault::Status(401), None);
+    assert_eq!(w.call_at(&token_at(OTHER_USER, OTHER_SESSION, NOW), NOW_MS).await.status(), 500);
+    let log = std::fs::read_to_string(std::path::Path::new(&dir).join("sync.jsonl")).unwrap();
+    assert!(log.contains(USER), "the log names the user id");
+    for token in [&good, &bad] {
+        for (i, part) in token.split('.').enumerate() {
+            assert!(!log.contains(part), "part {i} of a token is in the log");
+        }
+    }
+    assert!(!log.contains(SECRET_KEY) && !log.contains(&SECRET_KEY[8..]), "the secret key is in the log");
+    assert!(!log.contains("192.0.2.77"), "the session's IP address is in the log");
+    assert!(log.contains(r#""clerk_key_refused":true"#), "the alarm's field is logged");
+}
