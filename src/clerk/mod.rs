@@ -102,11 +102,11 @@ pub enum ClerkError {
     #[error(
         "Clerk refused the secret key: {status}{codes} (check CLERK_SECRET_KEY and that it belongs to this instance)"
     )]
-    Unauthorized { status: u16, codes: Codes },
+    Unauthorized { status: Status, codes: Codes },
     #[error("Clerk answered {status}{codes} to GET {path}")]
-    Refused { status: u16, codes: Codes, path: String },
+    Refused { status: Status, codes: Codes, path: String },
     #[error("Clerk answered {status} to GET {path} {attempts} times in a row; giving up")]
-    ServerErrors { status: u16, path: String, attempts: u32 },
+    ServerErrors { status: Status, path: String, attempts: u32 },
     #[error("could not reach Clerk at {base} ({}), {attempts} attempts", .transport.detail())]
     Unreachable { base: String, transport: Transport, attempts: u32 },
     #[error("Clerk kept rate limiting GET {path} ({attempts} answers 429); try again later with a lower --rate")]
@@ -117,6 +117,19 @@ pub enum ClerkError {
     Client(String),
     #[error("{0} is not a valid base URL")]
     BaseUrl(String),
+}
+
+/// An HTTP status, shown with its reason phrase (`503 Service Unavailable`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status(pub u16);
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match lambda_http::http::StatusCode::from_u16(self.0) {
+            Ok(status) => write!(f, "{status}"),
+            Err(_) => write!(f, "{}", self.0),
+        }
+    }
 }
 
 impl ClerkError {
@@ -263,7 +276,7 @@ impl Clerk {
             let body = match self.get_or_404(&path, &query).await? {
                 Ok(body) => body,
                 Err(codes) if codes.contains("resource_not_found") => return Ok(None),
-                Err(codes) => return Err(ClerkError::Refused { status: 404, codes, path }.into()),
+                Err(codes) => return Err(ClerkError::Refused { status: Status(404), codes, path }.into()),
             };
             let page = read_page(&path, objects.len() as u64, &body)?;
             let received = page.data.len();
@@ -284,7 +297,7 @@ impl Clerk {
         match self.get_or_404(&path, &[]).await? {
             Ok(body) => Ok(Fetched::Object(body)),
             Err(codes) if codes.contains("resource_not_found") => Ok(Fetched::NotFound),
-            Err(codes) => Err(ClerkError::Refused { status: 404, codes, path }),
+            Err(codes) => Err(ClerkError::Refused { status: Status(404), codes, path }),
         }
     }
 
@@ -364,7 +377,7 @@ impl Clerk {
             let body = match self.get_or_404(&path, &query).await? {
                 Ok(body) => body,
                 Err(codes) if codes.contains("resource_not_found") => return Ok(Found::NotFound),
-                Err(codes) => return Err(ClerkError::Refused { status: 404, codes, path }.into()),
+                Err(codes) => return Err(ClerkError::Refused { status: Status(404), codes, path }.into()),
             };
             let page = read_page(&path, read, &body)?;
             let received = page.data.len();
@@ -390,7 +403,7 @@ impl Clerk {
         match self.get_or_404(&path, &[]).await? {
             Ok(_) => Ok(Found::Exists),
             Err(codes) if codes.contains("resource_not_found") => Ok(Found::NotFound),
-            Err(codes) => Err(ClerkError::Refused { status: 404, codes, path }),
+            Err(codes) => Err(ClerkError::Refused { status: Status(404), codes, path }),
         }
     }
 
@@ -432,7 +445,7 @@ impl Clerk {
     async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Vec<u8>, ClerkError> {
         match self.get_or_404(path, query).await? {
             Ok(body) => Ok(body),
-            Err(codes) => Err(ClerkError::Refused { status: 404, codes, path: path.to_owned() }),
+            Err(codes) => Err(ClerkError::Refused { status: Status(404), codes, path: path.to_owned() }),
         }
     }
 
@@ -469,11 +482,12 @@ impl Clerk {
                     continue;
                 }
                 Ok(Answer { status: status @ (401 | 403), body, .. }) => {
-                    return Err(ClerkError::Unauthorized { status, codes: Codes::from_body(&body) });
+                    return Err(ClerkError::Unauthorized { status: Status(status), codes: Codes::from_body(&body) });
                 }
-                Ok(Answer { status: status @ 500..=599, .. }) => Failure::Status(status),
+                Ok(Answer { status: status @ 500..=599, .. }) => Failure::Status(Status(status)),
                 Ok(Answer { status, body, .. }) => {
-                    return Err(ClerkError::Refused { status, codes: Codes::from_body(&body), path: path.to_owned() });
+                    let codes = Codes::from_body(&body);
+                    return Err(ClerkError::Refused { status: Status(status), codes, path: path.to_owned() });
                 }
                 Err(transport) => Failure::Transport(transport),
             };
@@ -508,7 +522,7 @@ fn read_page(path: &str, offset: u64, body: &[u8]) -> Result<OffsetPage, ListErr
 }
 
 enum Failure {
-    Status(u16),
+    Status(Status),
     Transport(Transport),
 }
 
