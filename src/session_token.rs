@@ -34,6 +34,12 @@ const KEY_SET_TTL: Duration = Duration::from_secs(3600);
 /// An unknown key id refetches the key set at most this often: a stream of tokens with made-up key
 /// ids costs Clerk one request per function instance per interval, not one per token.
 pub const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(300);
+/// A key set past `KEY_SET_TTL` whose refresh failed is tried again at most this often, and a
+/// refresh while the cached keys can still answer is waited for at most `OPTIONAL_REFRESH_BUDGET`:
+/// Clerk's key set being slow or down must not hold up, one after another, callers whose key is
+/// at hand.
+const STALE_RETRY_INTERVAL: Duration = Duration::from_secs(30);
+const OPTIONAL_REFRESH_BUDGET: Duration = Duration::from_secs(1);
 
 /// A token as the caller sent it: nothing in it is believed yet.
 pub struct Unverified<'a> {
@@ -153,6 +159,43 @@ pub enum Keys {
 pub struct KeyCache {
     keys: HashMap<String, ParsedPublicKey>,
     fetched_at: Option<Instant>,
+    /// The last fetch tried, whether it succeeded or not.
+    attempted_at: Option<Instant>,
+}
+
+/// Whether a token's key calls for fetching the key set first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refresh {
+    /// The cached keys answer.
+    No,
+    /// No key is at hand: the fetch's failure is the answer.
+    Required,
+    /// The key id is not in the cached key set (Clerk may have rotated its key).
+    UnknownKey,
+    /// The cached key set is old: it still answers should the fetch fail or be slow.
+    Stale,
+}
+
+impl KeyCache {
+    /// What a token with key id `kid` needs at `now`: a fetch when no key set is at hand; when
+    /// `kid` is unknown and the last attempt is `MIN_REFETCH_INTERVAL` old (a stream of made-up key
+    /// ids costs Clerk one request per interval); when the key set is `KEY_SET_TTL` old and the
+    /// last attempt `STALE_RETRY_INTERVAL` old.
+    fn refresh(&self, kid: &str, now: Instant) -> Refresh {
+        if self.keys.is_empty() {
+            return Refresh::Required;
+        }
+        let since = |at: Option<Instant>| at.map_or(Duration::MAX, |at| now.saturating_duration_since(at));
+        let (age, since_attempt) = (since(self.fetched_at), since(self.attempted_at));
+        let unknown = !self.keys.contains_key(kid);
+        if unknown && since_attempt >= MIN_REFETCH_INTERVAL {
+            Refresh::UnknownKey
+        } else if !unknown && age >= KEY_SET_TTL && since_attempt >= STALE_RETRY_INTERVAL {
+            Refresh::Stale
+        } else {
+            Refresh::No
+        }
+    }
 }
 
 /// Why `CLERK_JWT_KEY` cannot be used.
@@ -197,13 +240,24 @@ impl Keys {
         let kid = kid.ok_or(TokenError::UnknownKey)?;
         // One fetch at a time: concurrent tokens of one instance wait for it instead of each fetching.
         let mut cache = cache.lock().await;
-        let age = cache.fetched_at.map(|at| at.elapsed());
-        let known = cache.keys.contains_key(kid);
-        let stale = age.is_none_or(|age| age >= KEY_SET_TTL);
-        let may_refetch = age.is_none_or(|age| age >= MIN_REFETCH_INTERVAL);
-        if stale || (!known && may_refetch) {
-            match fetch_key_set(clerk).await {
-                Ok(keys) => *cache = KeyCache { keys, fetched_at: Some(Instant::now()) },
+        let refresh = cache.refresh(kid, Instant::now());
+        if refresh != Refresh::No {
+            cache.attempted_at = Some(Instant::now());
+            let fetched = match refresh {
+                Refresh::Stale => {
+                    tokio::time::timeout(OPTIONAL_REFRESH_BUDGET, fetch_key_set(clerk)).await.unwrap_or_else(|_| {
+                        let transport = crate::clerk::Transport::TimedOut;
+                        let base = String::new();
+                        Err(TokenError::KeySet(ClerkError::Unreachable { base, transport, attempts: 1 }))
+                    })
+                }
+                _ => fetch_key_set(clerk).await,
+            };
+            match fetched {
+                Ok(keys) => {
+                    cache.keys = keys;
+                    cache.fetched_at = cache.attempted_at;
+                }
                 // A failed refresh keeps the keys it had, if any: Clerk's hiccup does not refuse
                 // every caller. Without any key, the failure is the answer.
                 Err(e) if cache.keys.is_empty() => return Err(e),
@@ -333,4 +387,50 @@ fn is_clerk_id(id: &str, prefix: &str) -> bool {
         && id.len() <= 128
         && id.starts_with(prefix)
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache_with(kid: &str, fetched_ago: Duration, attempted_ago: Duration, now: Instant) -> KeyCache {
+        use aws_lc_rs::signature::KeyPair as _;
+        static KEY: std::sync::OnceLock<aws_lc_rs::rsa::KeyPair> = std::sync::OnceLock::new();
+        let pair = KEY.get_or_init(|| aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap());
+        let key = ParsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, pair.public_key().as_ref()).unwrap();
+        KeyCache {
+            keys: HashMap::from([(kid.to_owned(), key)]),
+            fetched_at: Some(now - fetched_ago),
+            attempted_at: Some(now - attempted_ago),
+        }
+    }
+
+    #[test]
+    fn no_key_set_at_hand_must_be_fetched() {
+        assert_eq!(KeyCache::default().refresh("ins_1", Instant::now()), Refresh::Required);
+    }
+
+    #[test]
+    fn unknown_key_ids_refetch_at_most_every_five_minutes() {
+        let now = Instant::now() + Duration::from_secs(7200);
+        let minute = Duration::from_secs(60);
+        assert_eq!(cache_with("ins_1", minute, minute, now).refresh("ins_1", now), Refresh::No);
+        assert_eq!(cache_with("ins_1", minute, minute, now).refresh("ins_2", now), Refresh::No);
+        let cache = cache_with("ins_1", MIN_REFETCH_INTERVAL, MIN_REFETCH_INTERVAL, now);
+        assert_eq!(cache.refresh("ins_2", now), Refresh::UnknownKey);
+        // A failed attempt a minute ago counts: no new request for a made-up key id.
+        let cache = cache_with("ins_1", 10 * minute, minute, now);
+        assert_eq!(cache.refresh("ins_2", now), Refresh::No);
+    }
+
+    #[test]
+    fn a_stale_key_set_is_refreshed_but_a_failing_refresh_is_not_retried_at_once() {
+        let now = Instant::now() + Duration::from_secs(7200);
+        let cache = cache_with("ins_1", KEY_SET_TTL, KEY_SET_TTL, now);
+        assert_eq!(cache.refresh("ins_1", now), Refresh::Stale);
+        let cache = cache_with("ins_1", KEY_SET_TTL, Duration::from_secs(1), now);
+        assert_eq!(cache.refresh("ins_1", now), Refresh::No, "the refresh failed a second ago");
+        let cache = cache_with("ins_1", KEY_SET_TTL, STALE_RETRY_INTERVAL, now);
+        assert_eq!(cache.refresh("ins_1", now), Refresh::Stale);
+    }
 }

@@ -344,7 +344,9 @@ fn plan_all(
     let user = plan_one(USER_EVENT, &user, options)?;
     let session = plan_one(SESSION_EVENT, &session, options)?;
     match (&user, &session) {
-        (Write::UpsertUser(u), Write::UpsertSession(s)) if u.id == caller.user_id && s.user_id == caller.user_id => {}
+        // The session Clerk answered must be the token's, of the token's user.
+        (Write::UpsertUser(u), Write::UpsertSession(s))
+            if u.id == caller.user_id && s.user_id == caller.user_id && s.id == caller.session_id => {}
         (Write::UpsertUser(_), Write::UpsertSession(_)) => return Err(Unplanned::OtherUser),
         _ => return Err(Unplanned::Malformed("Clerk's user or session is not one".to_owned())),
     }

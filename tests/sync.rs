@@ -667,6 +667,60 @@ async fn a_session_of_another_user_writes_nothing() {
 }
 
 #[tokio::test]
+async fn a_session_clerk_answers_under_another_id_writes_nothing() {
+    let w = world(KeyMode::Pem).await;
+    // Clerk (or whatever answers at CLERK_API_URL) answers the token's session id with another
+    // session of the same user: it is not the token's session, so nothing is believed.
+    w.clerk.put_session_at(SESSION, clerk_session("sess_2sYnCanother000000000000001", USER, "active", UPDATED));
+    assert_refusal(&w.call(&token()).await, 401, "another session's object");
+    assert!(w.data_items().await.is_empty(), "{:?}", w.data_items().await);
+}
+
+#[tokio::test]
+async fn a_membership_of_a_deleted_organization_is_not_written_back() {
+    let w = world(KeyMode::Pem).await;
+    let deleted = clerk::organization_deleted(ORG_B, NOW_MS - 1000);
+    assert_eq!(w.deliver(&deleted, "msg_org_deleted").await.0, 200);
+    let (status, body) = answer(&w.call(&token()).await);
+    assert_eq!(status, 200, "{body}");
+    let organizations: Vec<&str> =
+        body["memberships"].as_array().unwrap().iter().map(|m| m["organization_id"].as_str().unwrap()).collect();
+    assert_eq!(organizations, [ORG_A], "Clerk's list still held the deleted organization: {body}");
+    let live_in_b = w.data_items().await.into_iter().any(|((pk, sk), item)| {
+        (pk.contains(ORG_B) || sk.contains(ORG_B)) && item.get("deleted") != Some(&json!(true))
+    });
+    assert!(!live_in_b, "a membership of the deleted organization was written");
+}
+
+#[tokio::test]
+async fn the_pem_key_is_read_as_environment_variables_carry_it_and_a_bad_one_is_500() {
+    let table = TestTable::create().await;
+    let clerk = FakeClerk::start(key_set()).await;
+    seed(&clerk, USER, SESSION);
+    seed(&clerk, OTHER_USER, OTHER_SESSION);
+    // `\n` for line breaks, as a one-line environment variable holds it.
+    let escaped =
+        SyncConfig { jwt_key: Some(pem(&keys().instance).replace('\n', "\\n")), ..sync_config(&clerk, KeyMode::Pem) };
+    let app = table.app_with_sync(escaped);
+    assert_eq!(app.handle_at_ms(sync_request(&token()), NOW_MS).await.status(), 200);
+    // PKCS#1 (`RSA PUBLIC KEY`) is accepted too.
+    let der = STANDARD.encode(keys().instance.public_key().as_ref());
+    let pkcs1 = format!("-----BEGIN RSA PUBLIC KEY-----\n{der}\n-----END RSA PUBLIC KEY-----\n");
+    let app = table.app_with_sync(SyncConfig { jwt_key: Some(pkcs1), ..sync_config(&clerk, KeyMode::Pem) });
+    let response = app.handle_at_ms(sync_request(&token_at(OTHER_USER, OTHER_SESSION, NOW)), NOW_MS).await;
+    assert_eq!(response.status(), 200);
+    // The other key's PEM would refuse every token; a key that is not one is a 500 from the start.
+    let broken = SyncConfig {
+        jwt_key: Some("-----BEGIN PUBLIC KEY-----\nnot a key\n".to_owned()),
+        ..sync_config(&clerk, KeyMode::Pem)
+    };
+    let requests = clerk.requests();
+    let response = table.app_with_sync(broken).handle_at_ms(sync_request(&token()), NOW_MS).await;
+    assert_eq!(answer(&response), (500, json!({"error": "sync is misconfigured"})));
+    assert_eq!(clerk.requests(), requests);
+}
+
+#[tokio::test]
 async fn memberships_of_other_users_in_clerks_answer_are_not_written() {
     let w = world(KeyMode::Pem).await;
     w.clerk.set_memberships(

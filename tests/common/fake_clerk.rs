@@ -107,6 +107,11 @@ impl FakeClerk {
         self.state.lock().unwrap().sessions.insert(id, session);
     }
 
+    /// Answers `GET /sessions/{id}` with `session`, whatever its own id says.
+    pub fn put_session_at(&self, id: &str, session: Value) {
+        self.state.lock().unwrap().sessions.insert(id.to_owned(), session);
+    }
+
     /// What `GET /users/{user_id}/organization_memberships` lists.
     pub fn set_memberships(&self, user_id: &str, memberships: Vec<Value>) {
         self.state.lock().unwrap().memberships.insert(user_id.to_owned(), memberships);
