@@ -100,7 +100,7 @@ pub enum TokenError {
     NotYetValid,
     #[error("the token was issued in the future (iat)")]
     IssuedInFuture,
-    #[error("the token's {0} claim is missing or not a Clerk id")]
+    #[error("the token's {0} claim is missing or invalid")]
     Claim(&'static str),
     #[error("the token's session status is not active or pending")]
     SessionStatus,

@@ -196,15 +196,20 @@ async fn run(
 ) -> Response<Body> {
     let Context { store, options, mirror } = context;
 
+    // One budget for everything Clerk is asked during the call: the key set and the fetches.
+    let clerk_deadline = tokio::time::Instant::now() + CLERK_BUDGET;
+
     // 1. The caller: a verified session token, or a 401 that says nothing of why.
     let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let verified = match Unverified::from_authorization(authorization) {
-        Ok(token) => tokio::time::timeout(CLERK_BUDGET, sync.verifier.verify(token, now_ms.div_euclid(1000), clerk))
-            .await
-            .unwrap_or_else(|_| {
-                let transport = Transport::TimedOut;
-                Err(TokenError::KeySet(ClerkError::Unreachable { base: String::new(), transport, attempts: 1 }))
-            }),
+        Ok(token) => {
+            tokio::time::timeout_at(clerk_deadline, sync.verifier.verify(token, now_ms.div_euclid(1000), clerk))
+                .await
+                .unwrap_or_else(|_| {
+                    let transport = Transport::TimedOut;
+                    Err(TokenError::KeySet(ClerkError::Unreachable { base: String::new(), transport, attempts: 1 }))
+                })
+        }
         Err(e) => Err(e),
     };
     let caller = match verified {
@@ -247,7 +252,7 @@ async fn run(
     }
 
     // 3. Clerk: the user, the session and the memberships, in parallel, within the budget.
-    let fetched = tokio::time::timeout(CLERK_BUDGET, async {
+    let fetched = tokio::time::timeout_at(clerk_deadline, async {
         tokio::join!(
             clerk.user(&caller.user_id),
             clerk.session(&caller.session_id),

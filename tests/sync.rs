@@ -658,6 +658,19 @@ async fn clerk_not_answering_in_time_is_504() {
 }
 
 #[tokio::test]
+async fn the_key_set_and_the_fetches_share_one_budget() {
+    let w = world(KeyMode::Fetched).await;
+    // Each answer within the request timeout (3 s), together past the budget (4 s).
+    w.clerk.fail(Kind::Jwks, Fault::Slow(Duration::from_millis(2500)), None);
+    w.clerk.fail(Kind::Session, Fault::Slow(Duration::from_millis(2500)), None);
+    let started = Instant::now();
+    let body = assert_refusal(&w.call(&token()).await, 504, "slow key set, then slow fetches");
+    assert_eq!(body, json!({"error": "Clerk did not answer in time"}));
+    assert!(started.elapsed() < Duration::from_millis(4800), "took {:?}", started.elapsed());
+    assert!(w.data_items().await.is_empty());
+}
+
+#[tokio::test]
 async fn a_session_of_another_user_writes_nothing() {
     let w = world(KeyMode::Pem).await;
     // A token of USER naming OTHER_USER's session: Clerk's session says whose it is.
@@ -782,18 +795,26 @@ async fn a_failed_round_still_holds_the_window() {
 #[tokio::test]
 async fn thirty_two_concurrent_calls_of_one_user_make_one_round_of_fetches() {
     let w = world(KeyMode::Fetched).await;
+    // Two function instances on one table: the window is the table's, not an instance's.
+    let second = w.table.app_with_sync(sync_config(&w.clerk, KeyMode::Fetched));
     let token = token();
-    let calls = (0..32).map(|i| w.call_at(&token, NOW_MS + i * 10));
+    let calls = (0..32).map(|i| {
+        let app = if i % 2 == 0 { &w.app } else { &second };
+        app.handle_at_ms(sync_request(&token), NOW_MS + i * 10)
+    });
     let answers = futures_join_all(calls).await;
     let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 31, "{statuses:?}");
     for response in answers.iter().filter(|r| r.status() == 429) {
-        assert!(header_of(response, header::RETRY_AFTER).is_some());
+        let seconds: u64 = header_of(response, header::RETRY_AFTER).unwrap().parse().unwrap();
+        assert!((1..=5).contains(&seconds), "Retry-After {seconds}");
     }
     let kinds: Vec<Kind> = w.clerk.received().iter().map(|(k, _)| *k).collect();
-    assert_eq!(kinds.iter().filter(|k| **k == Kind::Jwks).count(), 1, "{kinds:?}");
-    assert_eq!(kinds.len(), 4, "one key set and one round of three fetches: {kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == Kind::Jwks).count(), 2, "one key set per instance: {kinds:?}");
+    assert_eq!(kinds.len(), 5, "one round of three fetches in the window: {kinds:?}");
+    let windows = w.table.all_items().await.into_keys().filter(|(pk, _)| pk.starts_with("SYNC#")).count();
+    assert_eq!(windows, 1);
 }
 
 /// Runs the futures concurrently on this task and collects their outputs in order.

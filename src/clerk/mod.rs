@@ -109,7 +109,9 @@ pub enum ClerkError {
     ServerErrors { status: Status, path: String, attempts: u32 },
     #[error("could not reach Clerk at {base} ({}), {attempts} attempts", .transport.detail())]
     Unreachable { base: String, transport: Transport, attempts: u32 },
-    #[error("Clerk kept rate limiting GET {path} ({attempts} answers 429); try again later with a lower --rate")]
+    #[error(
+        "Clerk rate limited GET {path} ({attempts} answers 429); try again later (the admin tool: with a lower --rate)"
+    )]
     RateLimited { path: String, attempts: u32, retry_after: Option<Duration> },
     #[error("Clerk asked to wait {seconds} s before GET {path}: longer than this tool waits")]
     RetryTooLate { path: String, seconds: u64 },
