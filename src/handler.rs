@@ -150,11 +150,32 @@ impl MirrorGuard {
                 self.mirrored.get_or_init(|| recorded)
             }
         };
-        if mirrored == instance_id {
-            Ok(())
-        } else {
-            Err(Failure::OtherInstance { recorded: mirrored.clone(), delivered: instance_id.to_owned() })
-        }
+        same_instance(mirrored, instance_id)
+    }
+
+    /// For `/sync`: compares the token's instance with the one the table mirrors, and never
+    /// records one. A token proves only that someone holds a key `CLERK_JWT_KEY` trusts, which
+    /// might be another instance's: recording from it could lock the table to that instance and
+    /// refuse every webhook. With no record yet, nothing is compared (and a token of another
+    /// instance than `CLERK_SECRET_KEY`'s finds no such user in Clerk: 404, nothing written).
+    pub(crate) async fn compare(&self, store: &Store, instance_id: Option<&str>) -> Result<(), Failure> {
+        let Some(instance_id) = instance_id else { return Ok(()) };
+        let mirrored = match self.mirrored.get() {
+            Some(mirrored) => mirrored,
+            None => match store.mirror().await.map_err(Failure::Store)? {
+                Some(recorded) => self.mirrored.get_or_init(|| recorded.instance_id),
+                None => return Ok(()),
+            },
+        };
+        same_instance(mirrored, instance_id)
+    }
+}
+
+fn same_instance(mirrored: &str, instance_id: &str) -> Result<(), Failure> {
+    if mirrored == instance_id {
+        Ok(())
+    } else {
+        Err(Failure::OtherInstance { recorded: mirrored.to_owned(), delivered: instance_id.to_owned() })
     }
 }
 

@@ -220,7 +220,7 @@ async fn run(
     log.session_id = Some(caller.session_id.clone());
 
     // 2. The table: the instance it mirrors, the user's tombstone, and the caller's window.
-    match mirror.check(store, options, caller.instance_id.as_deref()).await {
+    match mirror.compare(store, caller.instance_id.as_deref()).await {
         Ok(()) => {}
         Err(Failure::OtherInstance { recorded, delivered }) => {
             let reason = format!("the table mirrors Clerk instance {recorded}; this token comes from {delivered}");

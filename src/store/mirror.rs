@@ -63,20 +63,25 @@ impl Store {
         }
     }
 
-    /// What the table records, if anything (the operator's tool; the function never reads it).
+    /// What the table records, if anything: for the operator's tool, and for `/sync`, which
+    /// compares a token's instance with it but never records one. A Query (which the function's
+    /// role already has) of the one item, strongly consistent.
     pub async fn mirror(&self) -> Result<Option<Mirror>, StoreError> {
         let key = |v: &str| AttributeValue::S(v.to_owned());
         let output = self
             .client
-            .get_item()
+            .query()
             .table_name(&self.table)
-            .key("pk", key(MIRROR_PK))
-            .key("sk", key(MIRROR_SK))
+            .key_condition_expression("#pk = :pk AND #sk = :sk")
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_names("#sk", "sk")
+            .expression_attribute_values(":pk", key(MIRROR_PK))
+            .expression_attribute_values(":sk", key(MIRROR_SK))
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| request_error("GetItem", e))?;
-        Ok(output.item.as_ref().and_then(read_mirror))
+            .map_err(|e| request_error("Query", e))?;
+        Ok(output.items.unwrap_or_default().first().and_then(read_mirror))
     }
 }
 

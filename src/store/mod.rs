@@ -522,8 +522,15 @@ pub fn to_item(value: &impl Serialize) -> Result<Item, StoreError> {
     serde_dynamo::aws_sdk_dynamodb_1::to_item(value).map_err(|e| StoreError::Conversion(e.to_string()))
 }
 
+/// Waits before the next try of a write that lost to contention: exponential, with half of each
+/// step random ("equal jitter"), so that writes which conflicted together (a `/sync` and the
+/// webhooks of a sign-in, say) do not retry together and conflict again.
 async fn backoff(attempt: u32) {
-    tokio::time::sleep(Duration::from_millis(20 << attempt.min(5))).await;
+    use std::hash::{BuildHasher, Hasher};
+    let step = 20u64 << attempt.min(5);
+    // RandomState is seeded from the OS's randomness; a per-call hasher is a cheap random number.
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    tokio::time::sleep(Duration::from_millis(step / 2 + random % (step / 2 + 1))).await;
 }
 
 fn service_error(operation: &'static str, error: &impl ProvideErrorMetadata) -> StoreError {
