@@ -17,6 +17,7 @@ use clerk_sync::clerk::SecretKey;
 use clerk_sync::config::SyncConfig;
 use clerk_sync::handler::App;
 use common::fake_clerk::{FakeClerk, Fault, Kind, SECRET_KEY};
+use common::fault_proxy::Fault as ProxyFault;
 use common::*;
 use hmac::{KeyInit, Mac};
 use lambda_http::http::header;
@@ -612,6 +613,19 @@ async fn memberships_clerk_no_longer_lists_are_not_removed() {
 }
 
 #[tokio::test]
+async fn a_404_that_is_not_clerks_is_502_and_clerk_without_the_session_is_401() {
+    let w = world(KeyMode::Pem).await;
+    // A 404 without Clerk's `resource_not_found` (a proxy's, a wrong URL's) proves nothing.
+    w.clerk.fail(Kind::User, Fault::Status(404), None);
+    assert_refusal(&w.call(&token()).await, 502, "a 404 that is not Clerk's");
+    assert!(w.data_items().await.is_empty());
+    w.clerk.heal();
+    let response = w.call_at(&token_at(OTHER_USER, "sess_2sYnCnotatclerk00000000001", NOW), NOW_MS).await;
+    assert_refusal(&response, 401, "Clerk has no such session");
+    assert!(w.data_items().await.is_empty(), "nothing is written for a session Clerk does not have");
+}
+
+#[tokio::test]
 async fn clerk_rate_limiting_is_429_with_its_retry_after() {
     let w = world(KeyMode::Pem).await;
     w.clerk.fail(Kind::Session, Fault::RateLimited { retry_after: 7 }, None);
@@ -780,6 +794,22 @@ async fn a_caller_is_held_to_one_round_of_fetches_per_window() {
     let again = w.call_at(&token_at(USER, SESSION, NOW + 5), NOW_MS + 5_000).await;
     assert_eq!(again.status(), 200);
     assert_eq!(w.clerk.requests(), 9);
+}
+
+#[tokio::test]
+async fn a_window_claim_whose_answer_was_lost_is_still_this_calls() {
+    let table = TestTable::create().await;
+    let clerk = FakeClerk::start(key_set()).await;
+    seed(&clerk, USER, SESSION);
+    let proxy = proxy().await;
+    let app = table.app_with_sync_via(sync_config(&clerk, KeyMode::Pem), &proxy.endpoint());
+    // The instance record (PutItem), the tombstone check (Query), then the window's PutItem:
+    // applied by DynamoDB, its answer lost, retried by the SDK.
+    proxy.then(&[ProxyFault::Pass, ProxyFault::Pass, ProxyFault::DropResponse]);
+    let response = app.handle_at_ms(sync_request(&token()), NOW_MS).await;
+    let (status, body) = answer(&response);
+    assert_eq!(status, 200, "the retry found its own claim, not another call's: {body}");
+    assert_eq!(clerk.requests(), 3);
 }
 
 #[tokio::test]

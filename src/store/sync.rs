@@ -21,6 +21,22 @@ pub const SYNC_SK: &str = "SYNC";
 /// The attribute the table's TTL reads (unix seconds). Only window items carry it.
 pub const EXPIRES_AT: &str = "expires_at";
 
+/// The attribute naming the call that claimed a window (random).
+const CLAIM: &str = "claim";
+
+/// A random id for one claim of a window (the time and a counter, should the system's random
+/// source ever fail: unique within a function instance).
+fn claim_id(now_ms: i64) -> String {
+    use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut bytes = [0u8; 16];
+    match SystemRandom::new().fill(&mut bytes) {
+        Ok(()) => bytes.iter().map(|b| format!("{b:02x}")).collect(),
+        Err(_) => format!("{now_ms}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)),
+    }
+}
+
 /// Partition key of user `user_id`'s `/sync` window.
 pub fn sync_pk(user_id: &str) -> String {
     format!("SYNC#{user_id}")
@@ -51,6 +67,9 @@ impl Store {
     pub async fn claim_sync_window(&self, user_id: &str, now_ms: i64, length: Duration) -> Result<Window, StoreError> {
         let until_ms = now_ms + length.as_millis() as i64;
         let expires_at = until_ms / 1000 + 60;
+        // This call's mark on the window: should the SDK retry a PutItem that DynamoDB applied but
+        // whose answer was lost, the retry finds the window held by this very call, not another.
+        let claim = claim_id(now_ms);
         let request = self
             .client
             .put_item()
@@ -59,6 +78,7 @@ impl Store {
             .item("sk", AttributeValue::S(SYNC_SK.to_owned()))
             .item("until", AttributeValue::N(until_ms.to_string()))
             .item(EXPIRES_AT, AttributeValue::N(expires_at.to_string()))
+            .item(CLAIM, AttributeValue::S(claim.clone()))
             .condition_expression("attribute_not_exists(#pk) OR #until <= :now")
             .expression_attribute_names("#pk", "pk")
             .expression_attribute_names("#until", "until")
@@ -68,6 +88,10 @@ impl Store {
             Ok(_) => Ok(Window::Claimed),
             Err(SdkError::ServiceError(e)) => match e.into_err() {
                 PutItemError::ConditionalCheckFailedException(failed) => {
+                    let held_by = failed.item.as_ref().and_then(|item| item.get(CLAIM)).and_then(|v| v.as_s().ok());
+                    if held_by == Some(&claim) {
+                        return Ok(Window::Claimed);
+                    }
                     let until_ms = failed
                         .item
                         .as_ref()
