@@ -652,6 +652,20 @@ async fn clerk_failing_is_502_after_one_retry() {
 }
 
 #[tokio::test]
+async fn clerk_unreachable_is_502_and_an_api_url_that_is_not_one_is_500() {
+    let table = TestTable::create().await;
+    let clerk = FakeClerk::start(key_set()).await;
+    // Nothing listens on port 9.
+    let unreachable = SyncConfig { api_url: "http://127.0.0.1:9/v1".to_owned(), ..sync_config(&clerk, KeyMode::Pem) };
+    let response = table.app_with_sync(unreachable).handle_at_ms(sync_request(&token()), NOW_MS).await;
+    assert_refusal(&response, 502, "Clerk unreachable");
+    let not_a_url = SyncConfig { api_url: "api.clerk.com/v1".to_owned(), ..sync_config(&clerk, KeyMode::Pem) };
+    let response = table.app_with_sync(not_a_url).handle_at_ms(sync_request(&token()), NOW_MS + 6_000).await;
+    assert_eq!(answer(&response), (500, json!({"error": "sync is misconfigured"})));
+    assert_eq!(header_of(&response, header::CACHE_CONTROL), Some("no-store"));
+}
+
+#[tokio::test]
 async fn clerk_refusing_the_secret_key_is_500() {
     let w = world(KeyMode::Pem).await;
     w.clerk.fail(Kind::User, Fault::Status(401), None);
