@@ -694,7 +694,7 @@ async fn the_key_set_and_the_fetches_share_one_budget() {
     let started = Instant::now();
     let body = assert_refusal(&w.call(&token()).await, 504, "slow key set, then slow fetches");
     assert_eq!(body, json!({"error": "Clerk did not answer in time"}));
-    assert!(started.elapsed() < Duration::from_millis(4800), "took {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_millis(5500), "took {:?}", started.elapsed());
     assert!(w.data_items().await.is_empty());
 }
 
@@ -844,15 +844,14 @@ async fn thirty_two_concurrent_calls_of_one_user_make_one_round_of_fetches() {
     let token = token();
     let calls = (0..32).map(|i| {
         let app = if i % 2 == 0 { &w.app } else { &second };
-        app.handle_at_ms(sync_request(&token), NOW_MS + i * 10)
+        app.handle_at_ms(sync_request(&token), NOW_MS)
     });
     let answers = futures_join_all(calls).await;
     let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 31, "{statuses:?}");
     for response in answers.iter().filter(|r| r.status() == 429) {
-        let seconds: u64 = header_of(response, header::RETRY_AFTER).unwrap().parse().unwrap();
-        assert!((1..=5).contains(&seconds), "Retry-After {seconds}");
+        assert_eq!(header_of(response, header::RETRY_AFTER), Some("5"), "the window's 5 s");
     }
     let kinds: Vec<Kind> = w.clerk.received().iter().map(|(k, _)| *k).collect();
     assert_eq!(kinds.iter().filter(|k| **k == Kind::Jwks).count(), 2, "one key set per instance: {kinds:?}");
@@ -937,7 +936,7 @@ async fn sync_of_a_tombstoned_user_is_410_and_writes_nothing() {
 async fn a_user_deleted_while_clerk_answers_is_not_resurrected() {
     let w = world(KeyMode::Pem).await;
     // The deletion lands while Clerk is still answering the (slow) memberships.
-    w.clerk.fail(Kind::Memberships, Fault::Slow(Duration::from_millis(700)), None);
+    w.clerk.fail(Kind::Memberships, Fault::Slow(Duration::from_millis(1500)), None);
     let token = token();
     let sync = w.call(&token);
     let delete = async {
