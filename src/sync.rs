@@ -214,6 +214,13 @@ async fn run(
     };
     let caller = match verified {
         Ok(caller) => caller,
+        // Clerk failing to give the key set is answered as any failure of Clerk's: 429 with its
+        // `Retry-After`, 500 (counted by the alarm) for a refused secret key, 504, 502.
+        Err(TokenError::KeySet(e)) => {
+            let answer = clerk_refusal(log, &e);
+            log.reason = Some(format!("the instance's key set could not be fetched: {e}"));
+            return answer;
+        }
         Err(e) => return log.refused(token_refusal(&e), &e.to_string()),
     };
     log.user_id = Some(caller.user_id.clone());

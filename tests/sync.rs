@@ -530,6 +530,11 @@ async fn the_key_set_failing_is_502_504_or_500_never_a_pass() {
     let body = assert_refusal(&w.call(&token()).await, 500, "key set 401");
     assert_eq!(body, json!({"error": "sync is misconfigured"}));
     w.clerk.heal();
+    w.clerk.fail(Kind::Jwks, Fault::RateLimited { retry_after: 3 }, None);
+    let response = w.call(&token()).await;
+    assert_refusal(&response, 429, "key set 429");
+    assert_eq!(header_of(&response, header::RETRY_AFTER), Some("3"));
+    w.clerk.heal();
     w.clerk.set_jwks(json!({"keys": [{"kty": "EC", "kid": INSTANCE, "crv": "P-256", "x": "AA", "y": "AA"}]}));
     assert_refusal(&w.call(&token()).await, 500, "a key set without RSA keys");
     assert!(w.data_items().await.is_empty());
@@ -963,6 +968,12 @@ async fn tokens_and_the_secret_key_never_reach_the_log() {
     assert_eq!(w.call(&bad).await.status(), 401);
     w.clerk.fail(Kind::User, Fault::Status(401), None);
     assert_eq!(w.call_at(&token_at(OTHER_USER, OTHER_SESSION, NOW), NOW_MS).await.status(), 500);
+    // The key set refused too: the alarm counts both.
+    let (user, session) = ("user_2sYnClogs00000000000000001", "sess_2sYnClogs00000000000000001");
+    seed(&w.clerk, user, session);
+    let fresh = w.table.app_with_sync(sync_config(&w.clerk, KeyMode::Fetched));
+    w.clerk.fail(Kind::Jwks, Fault::Status(401), None);
+    assert_eq!(fresh.handle_at_ms(sync_request(&token_at(user, session, NOW)), NOW_MS).await.status(), 500);
     let log = std::fs::read_to_string(std::path::Path::new(&dir).join("sync.jsonl")).unwrap();
     assert!(log.contains(USER), "the log names the user id");
     for token in [&good, &bad] {
@@ -972,5 +983,7 @@ async fn tokens_and_the_secret_key_never_reach_the_log() {
     }
     assert!(!log.contains(SECRET_KEY) && !log.contains(&SECRET_KEY[8..]), "the secret key is in the log");
     assert!(!log.contains("192.0.2.77"), "the session's IP address is in the log");
-    assert!(log.contains(r#""clerk_key_refused":true"#), "the alarm's field is logged");
+    let refused: Vec<&str> = log.lines().filter(|line| line.contains(r#""clerk_key_refused":true"#)).collect();
+    assert!(refused.iter().any(|line| !line.contains("key set")), "the alarm's field is logged: {refused:?}");
+    assert!(refused.iter().any(|line| line.contains("key set")), "a refused key set counts too: {refused:?}");
 }
