@@ -29,8 +29,10 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// some instances, so it says nothing). Absent on older tokens. Anything else is refused.
 const SESSION_CATEGORY: &str = "cl_B7d4PD111AAA";
 const IGNORE_CATEGORY: &str = "cl_I7d4PD111III";
-/// A fetched key set is used this long before it is fetched again.
-const KEY_SET_TTL: Duration = Duration::from_secs(3600);
+/// A fetched key set is used this long before it is fetched again, as Clerk's own SDK does. Clerk
+/// names every key of an instance after the instance, so a rotated key keeps its key id: only this
+/// refresh picks it up.
+const KEY_SET_TTL: Duration = Duration::from_secs(300);
 /// An unknown key id refetches the key set at most this often: a stream of tokens with made-up key
 /// ids costs Clerk one request per function instance per interval, not one per token.
 pub const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(300);

@@ -17,14 +17,13 @@ use lambda_http::{Body, Request, Response};
 use serde::Serialize;
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde_json::value::RawValue;
-use tokio::task::JoinSet;
 
 use crate::clerk::{Clerk, ClerkError, Fetched, ListError, Patience, SecretKey, Transport};
 use crate::config::SyncConfig;
 use crate::event::{Event, read_object};
 use crate::handler::{Failure, MirrorGuard, error};
 use crate::plan::{self, Options, Write};
-use crate::rules::{self, Verdict};
+use crate::rules::{self, Digest, Rank, Verdict};
 use crate::session_token::{Caller, Keys, TokenError, Unverified, Verifier};
 use crate::store::{Item, Store, StoreError, UserView, Window};
 use crate::webhook::verdict_name;
@@ -106,6 +105,8 @@ pub struct LogLine {
     /// Verdicts of the writes, in order: user, session, then memberships.
     written: Option<String>,
     memberships: Option<usize>,
+    /// Memberships Clerk listed that could not be read as one (named by index, never quoted).
+    memberships_unreadable: Option<usize>,
     /// Set when Clerk refused our secret key: the template's alarm counts it.
     clerk_key_refused: bool,
     reason: Option<String>,
@@ -129,6 +130,7 @@ impl LogLine {
                     outcome = self.outcome,
                     written = self.written.as_deref(),
                     memberships = self.memberships,
+                    memberships_unreadable = self.memberships_unreadable,
                     clerk_key_refused = self.clerk_key_refused.then_some(true),
                     reason = self.reason.as_deref(),
                     status,
@@ -258,15 +260,19 @@ async fn run(
         Err(e) => return log.refused(store_failure(), &e.to_string()),
     }
 
-    // 3. Clerk: the user, the session and the memberships, in parallel, within the budget.
-    let fetched = tokio::time::timeout_at(clerk_deadline, async {
+    // 3. Clerk: the user, the session and the memberships, in parallel, within the budget; and,
+    //    while Clerk answers, what the table holds of them, so that what is already there is not
+    //    written again (each write would only be refused by its condition, and billed). Should
+    //    that read fail, everything is written: the conditions decide as always.
+    let fetches = tokio::time::timeout_at(clerk_deadline, async {
         tokio::join!(
             clerk.user(&caller.user_id),
             clerk.session(&caller.session_id),
             clerk.user_memberships(&caller.user_id)
         )
-    })
-    .await;
+    });
+    let (fetched, stored) = tokio::join!(fetches, store.user_view(&caller.user_id, &caller.session_id));
+    let stored = stored.unwrap_or_default();
     let (user, session, memberships) = match fetched.map(all_fetched) {
         Ok(Ok(fetched)) => fetched,
         Ok(Err(ClerkFailure::Clerk(e))) => return clerk_refusal(log, &e),
@@ -291,7 +297,10 @@ async fn run(
 
     // 4. The writes, through the webhook path: the user first, then the session and memberships.
     let planned = match plan_all(&caller, &user, &session, &memberships, options) {
-        Ok(planned) => planned,
+        Ok(planned) => {
+            log.memberships_unreadable = (planned.unreadable > 0).then_some(planned.unreadable);
+            planned
+        }
         Err(Unplanned::OtherUser) => {
             return log.refused(unauthorized(), "Clerk's session belongs to another user than the token's sub");
         }
@@ -300,7 +309,7 @@ async fn run(
         }
     };
     log.memberships = Some(planned.memberships.len());
-    let verdicts = match write_all(store, planned).await {
+    let verdicts = match write_all(store, planned, &stored).await {
         Ok(verdicts) => verdicts,
         Err(e) => return log.refused(store_failure(), &e.to_string()),
     };
@@ -334,6 +343,9 @@ struct Planned {
     user: Write,
     session: Write,
     memberships: Vec<Write>,
+    /// Memberships Clerk listed that could not be read: skipped (and counted in the log line), so
+    /// that one odd membership does not keep a new user out of the table.
+    unreadable: usize,
 }
 
 enum Unplanned {
@@ -362,16 +374,19 @@ fn plan_all(
         (Write::UpsertUser(_), Write::UpsertSession(_)) => return Err(Unplanned::OtherUser),
         _ => return Err(Unplanned::Malformed("Clerk's user or session is not one".to_owned())),
     }
+    let mut unreadable = 0;
     let memberships = memberships
         .iter()
-        .map(|raw| plan_one(MEMBERSHIP_EVENT, raw, options))
-        .filter(|planned| match planned {
+        .filter_map(|raw| match plan_one(MEMBERSHIP_EVENT, raw, options) {
             // Only the caller's own memberships: Clerk's list is of them, but nothing unchecked is written.
-            Ok(Write::PutMembership(m)) => m.user_id == caller.user_id,
-            _ => true,
+            Ok(Write::PutMembership(m)) => (m.user_id == caller.user_id).then_some(Write::PutMembership(m)),
+            Ok(_) | Err(_) => {
+                unreadable += 1;
+                None
+            }
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Planned { user, session, memberships })
+        .collect();
+    Ok(Planned { user, session, memberships, unreadable })
 }
 
 /// One object through `read_object` and `plan`, as the webhook `event_type` would carry it.
@@ -386,26 +401,44 @@ fn plan_one(event_type: &str, raw: &RawValue, options: Options) -> Result<Write,
     }
 }
 
-/// The writes, each one `Store::apply`: the user first (a tombstone found there stops the rest),
-/// then the session and the memberships in parallel. Returns their verdicts in that order.
-async fn write_all(store: &Store, planned: Planned) -> Result<Vec<Verdict>, StoreError> {
-    let user = store.apply(&planned.user).await?;
-    let mut verdicts = vec![user.verdict];
-    if user.verdict == Verdict::UserDeleted {
-        return Ok(verdicts);
+/// The writes, each one `Store::apply`, one after another: the user first (a tombstone found there
+/// stops the rest), then the session, then each membership. One after another because each
+/// transaction checks the user item: in parallel they would conflict with each other on it
+/// (TransactionConflict) and fail the call. A write whose item `stored` already holds at the same
+/// rank is skipped, as the duplicate its condition would have found. Returns the verdicts in order.
+async fn write_all(store: &Store, planned: Planned, stored: &UserView) -> Result<Vec<Verdict>, StoreError> {
+    let stored_membership = |write: &Write| match write {
+        Write::PutMembership(m) => stored.memberships.iter().find(|item| {
+            item.get("organization_id").and_then(|v| v.as_s().ok()).is_some_and(|id| *id == m.organization_id)
+        }),
+        _ => None,
+    };
+    let mut verdicts = Vec::with_capacity(2 + planned.memberships.len());
+    let writes = [(planned.user, stored.user.as_ref()), (planned.session, stored.session.as_ref())].into_iter().chain(
+        planned.memberships.into_iter().map(|m| {
+            let item = stored_membership(&m);
+            (m, item)
+        }),
+    );
+    for (write, item) in writes {
+        let verdict = if item.is_some_and(|item| stored_rank(item) == Some(write.rank())) {
+            Verdict::Duplicate
+        } else {
+            store.apply(&write).await?.verdict
+        };
+        verdicts.push(verdict);
+        if verdict == Verdict::UserDeleted && verdicts.len() == 1 {
+            break;
+        }
     }
-    let mut writes = JoinSet::new();
-    for (index, write) in std::iter::once(planned.session).chain(planned.memberships).enumerate() {
-        let store = store.clone();
-        writes.spawn(async move { (index, store.apply(&write).await) });
-    }
-    let mut rest = vec![None; writes.len()];
-    while let Some(joined) = writes.join_next().await {
-        let (index, applied) = joined.map_err(|_| StoreError::Conversion("a write task failed".to_owned()))?;
-        rest[index] = Some(applied?.verdict);
-    }
-    verdicts.extend(rest.into_iter().flatten());
     Ok(verdicts)
+}
+
+/// The rank an item holds (its `version` and `digest`), if it has one.
+fn stored_rank(item: &Item) -> Option<Rank> {
+    let version = item.get("version")?.as_n().ok()?.parse().ok()?;
+    let digest = item.get("digest").and_then(|v| v.as_s().ok()).and_then(|hex| Digest::from_hex(hex));
+    Some(Rank::new(version, digest))
 }
 
 enum ClerkFailure {
@@ -493,9 +526,10 @@ fn is_tombstone(item: &Item) -> bool {
     item.get("deleted").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false)
 }
 
-/// Members of a Clerk object that Clerk itself never shows the user: `private_metadata` is for the
-/// backend only. The answer goes to the user's browser, so `data` leaves it out.
-const BACKEND_ONLY: &[&str] = &["private_metadata"];
+/// Members of a Clerk object the answer leaves out of `data`, since it goes to the user's browser:
+/// `private_metadata`, which Clerk keeps for the backend only, and a session's `latest_activity`
+/// (IP address, city), which the table no longer stores but items written before may hold.
+const BACKEND_ONLY: &[&str] = &["private_metadata", "latest_activity"];
 
 /// An item as the caller may see it: as stored, but with `data` (Clerk's JSON text) without the
 /// backend-only members; without `data` at all should its text not be an object.

@@ -832,6 +832,77 @@ async fn a_window_claim_whose_answer_was_lost_is_still_this_calls() {
 }
 
 #[tokio::test]
+async fn an_instance_without_organizations_syncs_the_user_and_session() {
+    let w = world(KeyMode::Pem).await;
+    // Clerk's answer to the memberships of a user where Organizations are turned off.
+    w.clerk.fail(Kind::Memberships, Fault::Error(403, "organization_not_enabled_in_instance"), None);
+    let (status, body) = answer(&w.call(&token()).await);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"]["id"], USER);
+    assert_eq!(body["memberships"], json!([]));
+    assert!(w.table.item(&format!("USER#{USER}"), &format!("SESSION#{SESSION}")).await.is_some());
+}
+
+#[tokio::test]
+async fn a_403_about_the_key_is_500_and_any_other_is_502() {
+    let w = world(KeyMode::Pem).await;
+    w.clerk.fail(Kind::User, Fault::Error(403, "authentication_invalid"), None);
+    let body = assert_refusal(&w.call(&token()).await, 500, "Clerk's 403 about the key");
+    assert_eq!(body, json!({"error": "sync is misconfigured"}));
+    w.clerk.heal();
+    w.clerk.fail(Kind::User, Fault::Error(403, "feature_not_enabled"), None);
+    let later = token_at(USER, SESSION, NOW + 6);
+    assert_refusal(&w.call_at(&later, NOW_MS + 6_000).await, 502, "Clerk's 403 about something else");
+    assert!(w.data_items().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_membership_clerk_lists_that_cannot_be_read_is_skipped_and_the_rest_written() {
+    let w = world(KeyMode::Pem).await;
+    let mut odd = clerk_membership("orgmem_2sYnCc0000000000000000001", "org_2sYnCodd", USER, UPDATED);
+    odd.as_object_mut().unwrap().remove("public_user_data");
+    let mut memberships = vec![odd];
+    memberships.push(clerk_membership("orgmem_2sYnCa0000000000000000001", ORG_A, USER, UPDATED));
+    w.clerk.set_memberships(USER, memberships);
+    let (status, body) = answer(&w.call(&token()).await);
+    assert_eq!(status, 200, "{body}");
+    let organizations: Vec<&str> =
+        body["memberships"].as_array().unwrap().iter().map(|m| m["organization_id"].as_str().unwrap()).collect();
+    assert_eq!(organizations, [ORG_A]);
+}
+
+#[tokio::test]
+async fn a_later_round_writes_only_what_changed_in_clerk() {
+    let table = TestTable::create().await;
+    let clerk = FakeClerk::start(key_set()).await;
+    seed(&clerk, USER, SESSION);
+    clerk.set_memberships(USER, vec![clerk_membership("orgmem_2sYnCa0000000000000000001", ORG_A, USER, UPDATED)]);
+    let proxy = proxy().await;
+    let app = table.app_with_sync_via(sync_config(&clerk, KeyMode::Pem), &proxy.endpoint());
+    let round = |n: i64| {
+        let (app, proxy) = (&app, &proxy);
+        async move {
+            let before = proxy.requests();
+            let response =
+                app.handle_at_ms(sync_request(&token_at(USER, SESSION, NOW + 6 * n)), NOW_MS + 6_000 * n).await;
+            assert_eq!(response.status(), 200, "round {n}: {:?}", answer(&response));
+            proxy.requests() - before
+        }
+    };
+    // The table's instance record (none yet: /sync reads it and never records it) and the
+    // tombstone check, the window, the stored items (3 Queries, while Clerk answers), the user,
+    // the session, the membership, the answer (3 Queries).
+    assert_eq!(round(0).await, 2 + 1 + 3 + 3 + 3);
+    // Nothing changed in Clerk: nothing is written.
+    assert_eq!(round(1).await, 2 + 1 + 3 + 3);
+    // The user changed: only the user is written.
+    clerk.put_user(clerk_user(USER, UPDATED + 1, "Ada K."));
+    assert_eq!(round(2).await, 2 + 1 + 3 + 1 + 3);
+    let user = table.item(&format!("USER#{USER}"), "USER").await.unwrap();
+    assert_eq!(user["first_name"], "Ada K.");
+}
+
+#[tokio::test]
 async fn a_failed_round_still_holds_the_window() {
     let w = world(KeyMode::Pem).await;
     w.clerk.fail(Kind::User, Fault::Status(503), None);

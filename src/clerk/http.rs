@@ -29,8 +29,13 @@ pub enum Transport {
     TimedOut,
     ConnectionFailed,
     CutOff,
+    TooLarge,
     Failed,
 }
+
+/// The largest answer read: a page of 500 memberships, each embedding its organization, is about
+/// 1 MB; a user at Clerk's metadata limits, well under 100 KB. Anything larger is not Clerk's.
+pub const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
 
 impl Transport {
     pub fn detail(self) -> &'static str {
@@ -38,6 +43,7 @@ impl Transport {
             Transport::TimedOut => "timed out",
             Transport::ConnectionFailed => "connection failed",
             Transport::CutOff => "the answer was cut off",
+            Transport::TooLarge => "the answer was larger than any of Clerk's",
             Transport::Failed => "the request failed",
         }
     }
@@ -99,8 +105,15 @@ impl Http {
                 .get(header::RETRY_AFTER.as_str())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
-            let body = ByteStream::new(response.into_body()).collect().await.map_err(|_| Transport::CutOff)?;
-            Ok(Answer { status, retry_after, body: body.into_bytes().to_vec() })
+            let mut stream = ByteStream::new(response.into_body());
+            let mut body = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                body.extend_from_slice(&chunk.map_err(|_| Transport::CutOff)?);
+                if body.len() > MAX_ANSWER_BYTES {
+                    return Err(Transport::TooLarge);
+                }
+            }
+            Ok(Answer { status, retry_after, body })
         };
         tokio::time::timeout(self.request_timeout, exchange).await.unwrap_or(Err(Transport::TimedOut))
     }

@@ -166,6 +166,15 @@ impl Codes {
     pub fn contains(&self, code: &str) -> bool {
         self.0.iter().any(|c| c == code)
     }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether a code speaks of authentication or the key (`authentication_invalid`, ...).
+    fn about_the_key(&self) -> bool {
+        self.0.iter().any(|c| c.contains("auth") || c.contains("key") || c.contains("secret"))
+    }
 }
 
 impl std::fmt::Display for Codes {
@@ -270,15 +279,24 @@ impl Clerk {
 
     /// Every organization membership of user `id` (`GET /users/{id}/organization_memberships`,
     /// every page), or Clerk's own 404 for the user.
+    /// An instance with Organizations turned off has none (Clerk answers 403
+    /// `organization_not_enabled_in_instance`). At most `MAX_MEMBERSHIP_PAGES` pages are read: a
+    /// list that goes on (a `total_count` Clerk overstates) is an error, not an endless loop.
     pub async fn user_memberships(&self, id: &str) -> Result<Option<Vec<Box<RawValue>>>, ListError> {
         let path = format!("/users/{id}/organization_memberships");
         let mut objects = Vec::new();
-        loop {
+        for _ in 0..MAX_MEMBERSHIP_PAGES {
             let query = [("limit", MAX_PAGE.to_string()), ("offset", objects.len().to_string())];
-            let body = match self.get_or_404(&path, &query).await? {
-                Ok(body) => body,
-                Err(codes) if codes.contains("resource_not_found") => return Ok(None),
-                Err(codes) => return Err(ClerkError::Refused { status: Status(404), codes, path }.into()),
+            let body = match self.get_or_404(&path, &query).await {
+                Ok(Ok(body)) => body,
+                Ok(Err(codes)) if codes.contains("resource_not_found") => return Ok(None),
+                Ok(Err(codes)) => return Err(ClerkError::Refused { status: Status(404), codes, path }.into()),
+                Err(ClerkError::Refused { status: Status(403), codes, .. })
+                    if codes.contains("organization_not_enabled_in_instance") =>
+                {
+                    return Ok(Some(Vec::new()));
+                }
+                Err(e) => return Err(e.into()),
             };
             let page = read_page(&path, objects.len() as u64, &body)?;
             let received = page.data.len();
@@ -288,6 +306,10 @@ impl Clerk {
                 return Ok(Some(objects));
             }
         }
+        Err(ListError::Malformed {
+            page: format!("GET {path}"),
+            reason: format!("a list longer than {MAX_MEMBERSHIP_PAGES} pages of {MAX_PAGE}"),
+        })
     }
 
     /// The instance's JSON Web Key Set (`GET /jwks`), unparsed.
@@ -484,7 +506,13 @@ impl Clerk {
                     continue;
                 }
                 Ok(Answer { status: status @ (401 | 403), body, .. }) => {
-                    return Err(ClerkError::Unauthorized { status: Status(status), codes: Codes::from_body(&body) });
+                    let codes = Codes::from_body(&body);
+                    // A 403 about something else than the key (a feature the instance has turned
+                    // off, say) is a refusal of this request, not of the key.
+                    if status == 403 && !codes.is_empty() && !codes.about_the_key() {
+                        return Err(ClerkError::Refused { status: Status(status), codes, path: path.to_owned() });
+                    }
+                    return Err(ClerkError::Unauthorized { status: Status(status), codes });
                 }
                 Ok(Answer { status: status @ 500..=599, .. }) => Failure::Status(Status(status)),
                 Ok(Answer { status, body, .. }) => {
@@ -511,6 +539,8 @@ impl Clerk {
 
 /// The most objects one page of a list holds (Clerk's limit).
 const MAX_PAGE: u32 = 500;
+/// The most pages of a user's memberships `/sync` reads: 5,000 memberships.
+const MAX_MEMBERSHIP_PAGES: usize = 10;
 
 /// A `{data, total_count}` page, or what is wrong with it (never quoting it).
 fn read_page(path: &str, offset: u64, body: &[u8]) -> Result<OffsetPage, ListError> {
@@ -528,13 +558,21 @@ enum Failure {
     Transport(Transport),
 }
 
-/// `http://` or `https://` and a host.
+/// `https://` and a host, or `http://` and a loopback host (a local fake of Clerk): the secret key
+/// travels to it, and its answers are written to the table.
 pub fn is_base_url(base: &str) -> bool {
-    let rest = base.strip_prefix("https://").or_else(|| base.strip_prefix("http://"));
-    rest.is_some_and(|rest| {
-        let host = rest.split('/').next().unwrap_or_default();
-        !host.is_empty() && !rest.contains(char::is_whitespace) && !rest.contains(['?', '#'])
-    })
+    let (rest, plain) = match (base.strip_prefix("https://"), base.strip_prefix("http://")) {
+        (Some(rest), _) => (rest, false),
+        (None, Some(rest)) => (rest, true),
+        (None, None) => return false,
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    !host.is_empty() && (!plain || loopback) && !rest.contains(char::is_whitespace) && !rest.contains(['?', '#', '@'])
 }
 
 /// `?name=value&...`, every byte outside RFC 3986's unreserved set percent-encoded.
@@ -589,6 +627,11 @@ mod tests {
     fn base_urls_are_http_or_https_with_a_host() {
         assert!(is_base_url("https://api.clerk.com/v1"));
         assert!(is_base_url("http://127.0.0.1:8080/v1"));
+        assert!(is_base_url("http://localhost:8080/v1"));
+        assert!(is_base_url("http://[::1]:8080/v1"));
+        assert!(!is_base_url("http://api.clerk.com/v1"), "the secret key never travels in the clear");
+        assert!(!is_base_url("http://127.0.0.1.evil.example/v1"));
+        assert!(!is_base_url("https://user@api.clerk.com/v1"));
         assert!(!is_base_url("api.clerk.com/v1"));
         assert!(!is_base_url("https:///v1"));
         assert!(!is_base_url("https://api.clerk.com/v1?x=1"));

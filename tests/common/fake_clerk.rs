@@ -36,6 +36,8 @@ pub enum Kind {
 pub enum Fault {
     /// A Clerk error answer with this status.
     Status(u16),
+    /// A Clerk error answer with this status and error code.
+    Error(u16, &'static str),
     /// 429 with `Retry-After: seconds`.
     RateLimited { retry_after: u64 },
     /// The right answer, after this long.
@@ -223,6 +225,7 @@ async fn answer(state: Arc<Mutex<State>>, request: Request<Incoming>) -> Result<
     Ok(match fault {
         None => answer,
         Some(Fault::Status(status)) => clerk_error(status, if status >= 500 { "internal_clerk_error" } else { "fake" }),
+        Some(Fault::Error(status, code)) => clerk_error(status, code),
         Some(Fault::RateLimited { retry_after }) => {
             let mut response = clerk_error(429, "too_many_requests");
             response.headers_mut().insert("retry-after", retry_after.to_string().parse().unwrap());
