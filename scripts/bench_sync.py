@@ -3,8 +3,8 @@ each call makes to Clerk and to DynamoDB.
 
 The release binary runs under the Runtime API of scripts/coldstart.py, with /sync on
 (CLERK_SECRET_KEY, CLERK_API_URL pointing at scripts/fake_clerk.py, no CLERK_JWT_KEY: the key set
-is fetched, as in the default configuration). DynamoDB requests go through a counting forwarder
-to the local DynamoDB API. Each call is a different user (one round of fetches per user per 5 s),
+is fetched, as in the default configuration). DynamoDB requests go through coldstart.py's recording forwarder
+to the local DynamoDB API, and are counted by operation. Each call is a different user (one round of fetches per user per 5 s),
 with a token minted just before it is sent:
 - first: the first /sync of a warm process (it builds the HTTPS client and fetches the key set);
 - warm: the median and p99 of the following calls, event handed over to response received.
@@ -15,8 +15,6 @@ Prints a JSON object; scripts/bench_report.py formats it.
 """
 
 import argparse
-import http.client
-import http.server
 import json
 import os
 import pathlib
@@ -30,48 +28,9 @@ import urllib.parse
 import urllib.request
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from coldstart import RuntimeApi, api_gateway_event, wait_response  # noqa: E402
+from coldstart import Recorder, RuntimeApi, api_gateway_event, wait_response  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-class Counter(http.server.ThreadingHTTPServer):
-    """A DynamoDB endpoint that forwards every request to the real one and counts them by
-    operation (the X-Amz-Target header)."""
-
-    daemon_threads = True
-
-    def __init__(self, upstream):
-        super().__init__(("127.0.0.1", 0), Forward)
-        self.upstream = urllib.parse.urlsplit(upstream)
-        self.counts = {}
-        self.lock = threading.Lock()
-
-
-class Forward(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        operation = self.headers.get("X-Amz-Target", "?").split(".")[-1]
-        with self.server.lock:
-            self.server.counts[operation] = self.server.counts.get(operation, 0) + 1
-        upstream = http.client.HTTPConnection(self.server.upstream.hostname, self.server.upstream.port, timeout=30)
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-        upstream.request("POST", "/", body, headers)
-        answer = upstream.getresponse()
-        data = answer.read()
-        self.send_response(answer.status)
-        for key, value in answer.getheaders():
-            if key.lower() not in ("content-length", "connection", "transfer-encoding", "server", "date"):
-                self.send_header(key, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-        upstream.close()
 
 
 def sync_event(clerk, n):
@@ -105,7 +64,7 @@ def main():
     port = free_port()
     clerk = f"http://127.0.0.1:{port}"
     fake = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "fake_clerk.py"), str(port)])
-    counter = Counter(args.dynamodb)
+    counter = Recorder(args.dynamodb)
     threading.Thread(target=counter.serve_forever, daemon=True).start()
     api = RuntimeApi()
     threading.Thread(target=api.serve_forever, daemon=True).start()
@@ -136,7 +95,7 @@ def main():
         api.events.put(api_gateway_event(secret, 1))
         wait_response(api)
         latencies = []
-        before = (clerk_requests(clerk), dict(counter.counts))
+        before = (clerk_requests(clerk), len(counter.requests))
         for n in range(args.calls + 1):
             event = sync_event(clerk, n)
             handed = time.perf_counter()
@@ -147,7 +106,7 @@ def main():
             latencies.append(answered - handed)
             if n == 0:
                 first_clerk = clerk_requests(clerk) - before[0]
-                before = (clerk_requests(clerk), dict(counter.counts))
+                before = (clerk_requests(clerk), len(counter.requests))
         warm_clerk = (clerk_requests(clerk) - before[0]) / args.calls
         dynamodb = {op: (count - before[1].get(op, 0)) / args.calls for op, count in counter.counts.items()}
         dynamodb = {op: n for op, n in sorted(dynamodb.items()) if n}
