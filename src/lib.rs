@@ -10,6 +10,8 @@
 //!    makes of the plan (within DynamoDB's limits, whatever the content); its client trusts the
 //!    roots [`tls`] chooses at init.
 //!
+//! Every request's log line carries its CloudWatch metrics ([`metrics`], written by [`logging`]).
+//!
 //! A second function, on the table's stream, finishes deletions too large for one delivery:
 //! [`cleanup`].
 
@@ -19,6 +21,8 @@ pub mod config;
 pub mod event;
 pub mod handler;
 pub mod item;
+pub mod logging;
+pub mod metrics;
 pub mod plan;
 pub mod rules;
 pub mod session_token;
