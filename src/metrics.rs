@@ -18,10 +18,10 @@
 //! | metric | unit | dimension sets | value |
 //! |---|---|---|---|
 //! | `Requests` | Count | `[Route]`, `[Route, Outcome]`, `[Route, EventType]`, and for refusals `[Route, Reason]` | 1 |
-//! | `StoreLatency` | Milliseconds | `[Route]`, `[Route, EventType]` | time spent on DynamoDB, when the request reached it |
 //! | `WriteUnits` | Count | `[Route]`, `[Route, EventType]` | write units DynamoDB reported consumed (table and indexes) |
-//! | `IndexWriteUnits` | Count | as above | the part of `WriteUnits` spent on the indexes (left out when 0) |
-//! | `ReadUnits` | Count | as above | read units DynamoDB reported consumed: a deletion's queries (left out when 0) |
+//! | `StoreLatency` | Milliseconds | `[Route]` | time spent on DynamoDB, when the request reached it |
+//! | `IndexWriteUnits` | Count | `[Route]` | the part of `WriteUnits` spent on the indexes (left out when 0) |
+//! | `ReadUnits` | Count | `[Route]` | read units DynamoDB reported consumed: a deletion's queries (left out when 0) |
 //! | `InvalidWrites` | Count | `[Route]` | 1 when DynamoDB refused a write as invalid (its skeleton was written, or a 500) |
 //!
 //! `Route` is `webhook` or `sync`; `Outcome` the log line's outcome, or `failed` for every 5xx;
@@ -185,33 +185,31 @@ impl Request<'_> {
         let mut directives =
             vec![json!({ "Dimensions": request_sets, "Metrics": [{ "Name": "Requests", "Unit": "Count" }] })];
 
-        let mut store_metrics = Vec::new();
+        // Write units by event type (what each kind of event costs); the rest by route only: each
+        // dimension value makes a metric of its own, and CloudWatch bills every metric monthly.
+        let mut by_route = Vec::new();
         if let Some(ms) = self.store_ms {
             root.insert("StoreLatency".into(), json!(round(ms)));
-            store_metrics.push(json!({ "Name": "StoreLatency", "Unit": "Milliseconds" }));
+            by_route.push(json!({ "Name": "StoreLatency", "Unit": "Milliseconds" }));
         }
         if let Some(units) = self.units {
+            root.insert("WriteUnits".into(), json!(units.write));
+            let metrics = [json!({ "Name": "WriteUnits", "Unit": "Count" })];
+            directives.push(json!({ "Dimensions": [["Route"], ["Route", "EventType"]], "Metrics": metrics }));
             // Zeros of the rarer two are left out: every byte of the line is paid for as log ingestion.
-            let parts = [
-                ("WriteUnits", units.write, true),
-                ("IndexWriteUnits", units.index_write, false),
-                ("ReadUnits", units.read, false),
-            ];
-            for (name, value, always) in parts {
-                if !always && value == 0.0 {
-                    continue;
+            for (name, value) in [("IndexWriteUnits", units.index_write), ("ReadUnits", units.read)] {
+                if value != 0.0 {
+                    root.insert(name.into(), json!(value));
+                    by_route.push(json!({ "Name": name, "Unit": "Count" }));
                 }
-                root.insert(name.into(), json!(value));
-                store_metrics.push(json!({ "Name": name, "Unit": "Count" }));
             }
-        }
-        if !store_metrics.is_empty() {
-            directives.push(json!({ "Dimensions": [["Route"], ["Route", "EventType"]], "Metrics": store_metrics }));
         }
         if self.invalid_write {
             root.insert("InvalidWrites".into(), json!(1));
-            directives
-                .push(json!({ "Dimensions": [["Route"]], "Metrics": [{ "Name": "InvalidWrites", "Unit": "Count" }] }));
+            by_route.push(json!({ "Name": "InvalidWrites", "Unit": "Count" }));
+        }
+        if !by_route.is_empty() {
+            directives.push(json!({ "Dimensions": [["Route"]], "Metrics": by_route }));
         }
         root.insert("_aws".into(), json!({ "CloudWatchMetrics": directives }));
         Value::Object(root)
