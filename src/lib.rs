@@ -16,6 +16,8 @@
 //! ([`session_token`]), fetches the caller's user, session and memberships from Clerk's Backend API
 //! ([`clerk`]), and writes them through steps 3 to 5 exactly as webhooks carrying them would.
 //!
+//! Every request's log line carries its CloudWatch metrics ([`metrics`], written by [`logging`]).
+//!
 //! A second function, on the table's stream, finishes deletions too large for one delivery:
 //! [`cleanup`].
 
@@ -25,6 +27,8 @@ pub mod config;
 pub mod event;
 pub mod handler;
 pub mod item;
+pub mod logging;
+pub mod metrics;
 pub mod plan;
 pub mod rules;
 pub mod session_token;

@@ -22,6 +22,7 @@ use crate::clerk::{Clerk, ClerkError, Fetched, ListError, Patience, SecretKey, T
 use crate::config::SyncConfig;
 use crate::event::{Event, read_object};
 use crate::handler::{Failure, MirrorGuard, error};
+use crate::metrics;
 use crate::plan::{self, Options, Write};
 use crate::rules::{self, Digest, Rank, Verdict};
 use crate::session_token::{Caller, Keys, TokenError, Unverified, Verifier};
@@ -110,6 +111,10 @@ pub struct LogLine {
     /// Set when Clerk refused our secret key: the template's alarm counts it.
     clerk_key_refused: bool,
     reason: Option<String>,
+    /// The refusal's class for the metrics (see [`metrics::reason`]); from the status when unset.
+    reason_class: Option<&'static str>,
+    /// The capacity DynamoDB reported consumed by the whole call.
+    units: Option<metrics::Units>,
 }
 
 impl LogLine {
@@ -119,8 +124,38 @@ impl LogLine {
         answer
     }
 
+    /// The call's metric document (see [`metrics`]): the time on DynamoDB is not measured apart,
+    /// since its requests run beside Clerk's.
+    fn metrics(&self, status: u16) -> metrics::Request<'_> {
+        let refused = status >= 400;
+        metrics::Request {
+            route: "sync",
+            status,
+            outcome: self.outcome.unwrap_or("refused"),
+            event_type: None,
+            reason: refused.then(|| self.reason_class.unwrap_or_else(|| self.default_reason(status))),
+            store_ms: None,
+            units: self.units,
+            invalid_write: false,
+        }
+    }
+
+    /// The class of a refusal no step named: by the status, as `/sync` uses them.
+    fn default_reason(&self, status: u16) -> &'static str {
+        use metrics::reason;
+        match status {
+            401 | 403 => reason::TOKEN,
+            404 if self.outcome == Some("not_found") => reason::CLERK,
+            429 | 502 | 504 => reason::CLERK,
+            500 if self.clerk_key_refused => reason::CLERK,
+            500 => reason::OTHER,
+            _ => metrics::reason_of_status(status).unwrap_or(reason::OTHER),
+        }
+    }
+
     pub fn emit(&self, status: StatusCode) {
         let status = status.as_u16();
+        let emf = metrics::enabled().then(|| self.metrics(status).document().to_string());
         macro_rules! line {
             ($level:ident) => {
                 tracing::$level!(
@@ -134,6 +169,7 @@ impl LogLine {
                     clerk_key_refused = self.clerk_key_refused.then_some(true),
                     reason = self.reason.as_deref(),
                     status,
+                    emf = emf.as_deref(),
                     "sync"
                 )
             };
@@ -179,7 +215,10 @@ pub async fn answer(
             return log.refused(error(StatusCode::INTERNAL_SERVER_ERROR, "sync is misconfigured"), reason);
         }
     };
-    match tokio::time::timeout(DEADLINE, run(sync, clerk, context, request, now_ms, log)).await {
+    let (answered, units) =
+        metrics::counting(tokio::time::timeout(DEADLINE, run(sync, clerk, context, request, now_ms, log))).await;
+    log.units = units;
+    match answered {
         Ok(answer) => answer,
         Err(_) => log.refused(
             error(StatusCode::SERVICE_UNAVAILABLE, "the sync did not finish in time; retry later"),
@@ -223,7 +262,11 @@ async fn run(
             log.reason = Some(format!("the instance's key set could not be fetched: {e}"));
             return answer;
         }
-        Err(e) => return log.refused(token_refusal(&e), &e.to_string()),
+        Err(e) => {
+            log.reason_class =
+                Some(if matches!(e.status(), 401 | 403) { metrics::reason::TOKEN } else { metrics::reason::CLERK });
+            return log.refused(token_refusal(&e), &e.to_string());
+        }
     };
     log.user_id = Some(caller.user_id.clone());
     log.session_id = Some(caller.session_id.clone());
@@ -232,6 +275,7 @@ async fn run(
     match mirror.compare(store, caller.instance_id.as_deref()).await {
         Ok(()) => {}
         Err(Failure::OtherInstance { recorded, delivered }) => {
+            log.reason_class = Some(metrics::reason::INSTANCE);
             let reason = format!("the table mirrors Clerk instance {recorded}; this token comes from {delivered}");
             return log.refused(
                 error(StatusCode::INTERNAL_SERVER_ERROR, "this table mirrors another Clerk instance"),
@@ -255,6 +299,7 @@ async fn run(
                 seconds as u64,
             );
             log.outcome = Some("throttled");
+            log.reason_class = Some(metrics::reason::WINDOW);
             return log.refused(answer, "another call holds this user's window");
         }
         Err(e) => return log.refused(store_failure(), &e.to_string()),

@@ -12,10 +12,11 @@ use serde_json::json;
 
 use crate::event::{self, EventKind};
 use crate::handler::{Failure, MirrorGuard, error, respond};
+use crate::metrics;
 use crate::plan::{self, Options};
 use crate::rules::Verdict;
-use crate::store::{Applied, Store};
-use crate::verify::{Unverified, Verifier};
+use crate::store::{Applied, Store, StoreError};
+use crate::verify::{Unverified, Verifier, VerifyError};
 
 /// The route Clerk is pointed at.
 pub const ROUTE: &str = "/webhooks/clerk";
@@ -57,6 +58,12 @@ pub async fn answer(context: Context<'_>, request: &Request, now: i64, log: &mut
     let verified = match verifier.verify(delivery, now) {
         Ok(verified) => verified,
         Err(e) => {
+            log.reason_class = Some(match e {
+                VerifyError::InvalidTimestamp | VerifyError::TimestampTooOld | VerifyError::TimestampTooNew => {
+                    metrics::reason::TIMESTAMP
+                }
+                _ => metrics::reason::SIGNATURE,
+            });
             return log.refused(error(StatusCode::UNAUTHORIZED, "webhook verification failed"), &e.to_string());
         }
     };
@@ -85,8 +92,13 @@ pub async fn answer(context: Context<'_>, request: &Request, now: i64, log: &mut
         mirror.check(store, options, event.instance_id.as_deref()).await?;
         store.apply(&write).await.map_err(Failure::Store)
     };
-    match tokio::time::timeout(STORE_DEADLINE, stored).await {
+    let started = std::time::Instant::now();
+    let (result, units) = metrics::counting(tokio::time::timeout(STORE_DEADLINE, stored)).await;
+    log.store_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+    log.units = units;
+    match result {
         Ok(Err(Failure::OtherInstance { recorded, delivered })) => {
+            log.reason_class = Some(metrics::reason::INSTANCE);
             let reason = format!("the table mirrors Clerk instance {recorded}; this delivery comes from {delivered}");
             log.refused(error(StatusCode::INTERNAL_SERVER_ERROR, "this table mirrors another Clerk instance"), &reason)
         }
@@ -98,9 +110,11 @@ pub async fn answer(context: Context<'_>, request: &Request, now: i64, log: &mut
             log.removal = removes_memberships(&event.kind).then_some(removal(applied));
             log.stored_as = applied.fit.reason();
             log.lost = applied.fit.lost_something();
+            log.invalid_write = applied.fit.refused;
             log.answered(outcome(verdict_name(applied.verdict), &event.event_type, Some(applied), &event.kind))
         }
         Ok(Err(Failure::Store(e))) => {
+            log.invalid_write = matches!(e, StoreError::Invalid { .. });
             let status =
                 if e.is_transient() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::INTERNAL_SERVER_ERROR };
             log.refused(error(status, "the event could not be stored; retry later"), &e.to_string())
@@ -177,6 +191,13 @@ pub struct LogLine {
     /// which the template's `ItemsLeftOut` metric counts.
     lost: bool,
     reason: Option<String>,
+    /// The refusal's class for the metrics (see [`metrics::reason`]); from the status when unset.
+    reason_class: Option<&'static str>,
+    /// Time spent on DynamoDB, and the capacity it reported consumed.
+    store_ms: Option<f64>,
+    units: Option<metrics::Units>,
+    /// DynamoDB refused a write as invalid (the skeleton was written, or the delivery failed).
+    invalid_write: bool,
 }
 
 impl LogLine {
@@ -191,8 +212,24 @@ impl LogLine {
         answer
     }
 
+    /// The delivery's metric document (see [`metrics`]).
+    fn metrics(&self, status: u16) -> metrics::Request<'_> {
+        let refused = self.outcome == Some("refused") || status >= 400;
+        metrics::Request {
+            route: "webhook",
+            status,
+            outcome: self.outcome.unwrap_or("ignored"),
+            event_type: self.event_type.as_deref(),
+            reason: if refused { self.reason_class.or_else(|| metrics::reason_of_status(status)) } else { None },
+            store_ms: self.store_ms,
+            units: self.units,
+            invalid_write: self.invalid_write,
+        }
+    }
+
     pub fn emit(&self, status: StatusCode) {
         let status = status.as_u16();
+        let emf = metrics::enabled().then(|| self.metrics(status).document().to_string());
         macro_rules! line {
             ($level:ident) => {
                 tracing::$level!(
@@ -208,6 +245,7 @@ impl LogLine {
                     left_out = self.lost.then_some(true),
                     reason = self.reason.as_deref(),
                     status,
+                    emf = emf.as_deref(),
                     "delivery"
                 )
             };

@@ -1058,3 +1058,34 @@ async fn tokens_and_the_secret_key_never_reach_the_log() {
     assert!(refused.iter().any(|line| !line.contains("key set")), "the alarm's field is logged: {refused:?}");
     assert!(refused.iter().any(|line| line.contains("key set")), "a refused key set counts too: {refused:?}");
 }
+
+#[tokio::test]
+async fn each_call_carries_its_metrics_in_its_log_line() {
+    let Ok(dir) = std::env::var("CLERK_SYNC_TEST_LOG_DIR") else { return };
+    if !std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        return;
+    }
+    let w = world(KeyMode::Pem).await;
+    let (user, session) = ("user_2sYnCmetrics000000000000001", "sess_2sYnCmetrics000000000000001");
+    seed(&w.clerk, user, session);
+    assert_eq!(w.call(&token_at(user, session, NOW)).await.status(), 200);
+    assert_eq!(w.call(&token_at(user, session, NOW)).await.status(), 429);
+    let expired = sign_rs256(&session_header(), &claims(user, session, NOW - 100), &keys().instance);
+    assert_eq!(w.call(&expired).await.status(), 401);
+    let text = std::fs::read_to_string(std::path::Path::new(&dir).join("sync.jsonl")).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["fields"]["user_id"] == user || (l["fields"]["status"] == 401 && l["Route"] == "sync"))
+        .collect();
+    let of = |outcome: &str| lines.iter().find(|l| l["Outcome"] == outcome).cloned();
+    let synced = of("synced").expect("the 200's metric document");
+    assert_eq!((synced["Route"].as_str(), synced["Requests"].as_i64()), (Some("sync"), Some(1)));
+    assert_eq!(synced.get("Reason"), None);
+    let throttled = of("throttled").expect("the 429's metric document");
+    assert_eq!(throttled["Reason"], "window");
+    let refused = lines.iter().find(|l| l["fields"]["status"] == 401).expect("the 401's metric document");
+    assert_eq!((refused["Outcome"].as_str(), refused["Reason"].as_str()), (Some("refused"), Some("token")));
+    let declared = synced["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"].as_str();
+    assert_eq!(declared, Some("Requests"), "{synced}");
+}

@@ -74,7 +74,13 @@ async fn users_are_found_by_email_through_the_index() {
         .await
         .unwrap();
     assert_eq!(found.items().len(), 1);
-    assert_eq!(found.items()[0]["id"].as_s().unwrap(), USER);
+    // The index holds keys only (template.yaml): the user's key, then the item by GetItem.
+    let mut names: Vec<&str> = found.items()[0].keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["email", "pk", "sk"]);
+    assert_eq!(found.items()[0]["pk"].as_s().unwrap(), USER_PK);
+    let user = table.item(found.items()[0]["pk"].as_s().unwrap(), found.items()[0]["sk"].as_s().unwrap()).await;
+    assert_eq!(user.unwrap()["id"], USER);
 }
 
 #[tokio::test]

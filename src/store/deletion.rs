@@ -9,14 +9,14 @@
 //! it again. Deleting an item that is already gone is a no-op, so attempts may repeat and overlap.
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, ReturnConsumedCapacity, WriteRequest};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::{Item, MAX_CONTENTION_RETRIES, Store, StoreError, backoff, request_error};
-use crate::plan;
+use crate::{metrics, plan};
 
 /// DynamoDB's BatchWriteItem limit.
 const BATCH_SIZE: usize = 25;
@@ -79,9 +79,11 @@ impl Store {
                 .consistent_read(true)
                 .limit(self.removal_page_size)
                 .set_exclusive_start_key(start.take())
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await
                 .map_err(|e| request_error("Query", e))?;
+            metrics::record_read(page.consumed_capacity.as_ref());
             let (mut under_tombstone, mut others) = (Vec::new(), Vec::new());
             let (mut sessions, mut memberships) = (0, 0);
             for key in page.items.unwrap_or_default() {
@@ -139,7 +141,7 @@ impl Store {
             while running.len() < BATCHES_IN_FLIGHT {
                 let Some(batch) = batches.next() else { break };
                 let store = self.clone();
-                running.spawn(async move { store.batch_delete(batch).await });
+                running.spawn(metrics::within(metrics::current(), async move { store.batch_delete(batch).await }));
             }
             match tokio::time::timeout_at(deadline, running.join_next()).await {
                 Err(_) => return Ok(false),
@@ -162,9 +164,13 @@ impl Store {
             .collect::<Result<_, _>>()
             .map_err(|e| StoreError::Conversion(e.to_string()))?;
         for attempt in 0..=MAX_CONTENTION_RETRIES {
-            let sent = self.client.batch_write_item().request_items(&self.table, requests.clone()).send().await;
+            let request = self.client.batch_write_item().request_items(&self.table, requests.clone());
+            let sent = request.return_consumed_capacity(ReturnConsumedCapacity::Indexes).send().await;
             let output = match sent {
-                Ok(output) => output,
+                Ok(output) => {
+                    metrics::record_write(output.consumed_capacity());
+                    output
+                }
                 // A transaction on one of the items: send the whole batch again (deletes repeat safely).
                 Err(e) if e.as_service_error().and_then(|e| e.code()) == Some("TransactionConflictException") => {
                     backoff(attempt).await;

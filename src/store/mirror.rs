@@ -7,9 +7,10 @@
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity, ReturnValuesOnConditionCheckFailure};
 
 use super::{Item, Store, StoreError, request_error, service_error};
+use crate::metrics;
 
 pub const MIRROR_PK: &str = "META";
 pub const MIRROR_SK: &str = "INSTANCE";
@@ -46,9 +47,13 @@ impl Store {
             .expression_attribute_names("#pk", "pk")
             .expression_attribute_names("#instance_id", "instance_id")
             .expression_attribute_values(":instance_id", AttributeValue::S(mirror.instance_id.clone()))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .return_consumed_capacity(ReturnConsumedCapacity::Indexes);
         match request.send().await {
-            Ok(_) => Ok(Recorded::Same),
+            Ok(output) => {
+                metrics::record_write(output.consumed_capacity.as_ref());
+                Ok(Recorded::Same)
+            }
             Err(SdkError::ServiceError(e)) => match e.into_err() {
                 PutItemError::ConditionalCheckFailedException(failed) => {
                     let recorded = failed.item.as_ref().and_then(read_mirror);

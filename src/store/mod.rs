@@ -14,12 +14,14 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, ConditionCheck, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    AttributeValue, CancellationReason, ConditionCheck, Put, ReturnConsumedCapacity,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
 use serde::Serialize;
 use tracing::warn;
 
 use crate::item::{self, Fit};
+use crate::metrics;
 use crate::plan::{self, MembershipItem, SessionItem, Tombstone, Write};
 use crate::rules::{self, Digest, MembershipState, Rank, Stored, Verdict, condition};
 use crate::tls::{self, Trust};
@@ -357,7 +359,9 @@ impl Store {
         judge: &impl Fn(Option<&Item>) -> Result<Verdict, StoreError>,
     ) -> Result<Verdict, StoreError> {
         let build_error = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Conversion(e.to_string());
-        let mut request = self.client.transact_write_items();
+        // Every write reports the capacity it consumed, table and indexes, into the request's
+        // metrics (crate::metrics): what each event really costs, in production.
+        let mut request = self.client.transact_write_items().return_consumed_capacity(ReturnConsumedCapacity::Indexes);
         for (pk, sk, _) in guards {
             let check = ConditionCheck::builder()
                 .table_name(&self.table)
@@ -384,7 +388,10 @@ impl Store {
 
         for attempt in 0..=MAX_CONTENTION_RETRIES {
             let reasons = match request.clone().send().await {
-                Ok(_) => return Ok(Verdict::Apply),
+                Ok(output) => {
+                    metrics::record_write(output.consumed_capacity());
+                    return Ok(Verdict::Apply);
+                }
                 Err(SdkError::ServiceError(e)) => match e.into_err() {
                     TransactWriteItemsError::TransactionCanceledException(cancelled) => {
                         cancelled.cancellation_reasons.unwrap_or_default()
@@ -427,10 +434,14 @@ impl Store {
             .condition_expression(expression)
             .set_expression_attribute_names(Some(names(expression)))
             .set_expression_attribute_values(Some(values(expression, rank)))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .return_consumed_capacity(ReturnConsumedCapacity::Indexes);
         for attempt in 0..=MAX_CONTENTION_RETRIES {
             match request.clone().send().await {
-                Ok(_) => return Ok(Written),
+                Ok(output) => {
+                    metrics::record_write(output.consumed_capacity.as_ref());
+                    return Ok(Written);
+                }
                 Err(SdkError::ServiceError(e)) => match e.into_err() {
                     PutItemError::ConditionalCheckFailedException(failed) => {
                         return Ok(Refused(failed.item.as_ref().and_then(stored)));

@@ -502,6 +502,6 @@ pub fn capture_logs() {
             .append(true)
             .open(Path::new(&dir).join(format!("{name}.jsonl")))
             .unwrap();
-        lambda_http::tracing::init_default_subscriber_with_writer(file);
+        clerk_sync::logging::init_with_writer(file);
     });
 }

@@ -1,0 +1,362 @@
+//! What an event costs, all-in, computed from the items the function actually writes.
+//!
+//! The sample story (`events/`) is delivered through the function (the library's `App`) to a table
+//! on the local DynamoDB API, once with `data` and once without. Every item each delivery changed
+//! is sized by DynamoDB's documented rules (`clerk_sync::item::size`) and charged as DynamoDB
+//! charges it, for the table and for `email-index` under both projections. With prices, log line
+//! sizes (measured from the function's captured lines) and a documented mix of event types, this
+//! gives dollars per million events against a naive receiver that stores the raw body with one
+//! unconditional PutItem. `scripts/cost` runs it and prints the table BENCHMARKS.md holds.
+//!
+//! The test fails if the levers stop holding: a user update that keeps its email must cost the
+//! keys-only index nothing, and leaving `data` out must never cost more.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use clerk_sync::item;
+use clerk_sync::store::Item;
+use common::*;
+
+/// The sample story, in order, and each event's share of the mix (percent) used for the
+/// dollars per million: a sign-in is a `session.created` and a `user.updated` (last sign-in);
+/// sessions end, are removed or revoked; a few users and organizations come and go; a B2B app's
+/// memberships; 4.5% types clerk-sync ignores (a subscription that takes more than it stores).
+const STORY: [(&str, &str, f64); 12] = [
+    ("user-created", "user.created", 5.0),
+    ("user-updated", "user.updated", 30.0),
+    ("session-pending", "session.pending", 5.0),
+    ("session-created", "session.created", 25.0),
+    ("session-ended", "session.ended", 10.0),
+    ("session-removed", "session.removed", 5.0),
+    ("session-revoked", "session.revoked", 2.0),
+    ("organization-created", "organization.created", 2.0),
+    ("organization-membership-created", "organizationMembership.created", 5.0),
+    ("ignored-organization-invitation-created", "organizationInvitation.created (ignored)", 4.5),
+    ("user-deleted", "user.deleted", 1.0),
+    ("organization-deleted", "organization.deleted", 0.5),
+];
+
+// Prices, us-east-1, on-demand and standard tiers, as of 2026-12 (aws.amazon.com/<service>/pricing).
+const API_PER_MILLION: f64 = 1.00; // HTTP API, first 300 million requests a month
+const LAMBDA_REQUESTS_PER_MILLION: f64 = 0.20;
+const LAMBDA_ARM_PER_GB_SECOND: f64 = 0.000_013_333_4;
+const WRITE_UNITS_PER_MILLION: f64 = 0.625; // DynamoDB on-demand write request units
+const READ_UNITS_PER_MILLION: f64 = 0.125; // DynamoDB on-demand read request units
+const LOGS_PER_GB: f64 = 0.50; // CloudWatch Logs ingestion (standard class)
+
+// Assumptions that cannot be measured without an AWS account (stated in BENCHMARKS.md).
+/// Billed duration of a warm delivery at 128 MB, both receivers: dominated by DynamoDB's round trip.
+const BILLED_MS: f64 = 20.0;
+/// Lambda's JSON platform lines of one invocation at INFO (start, report): about 0.5 KB.
+const PLATFORM_LOG_BYTES: f64 = 500.0;
+/// The naive receiver's plain-text START, END and REPORT lines.
+const NAIVE_PLATFORM_LOG_BYTES: f64 = 330.0;
+/// One API Gateway access log line in the template's format (nine short fields).
+const ACCESS_LOG_BYTES: f64 = 330.0;
+
+type Snapshot = BTreeMap<(String, String), Item>;
+
+async fn snapshot(table: &TestTable) -> Snapshot {
+    let mut items = Snapshot::new();
+    let mut start = None;
+    loop {
+        let page =
+            table.client.scan().table_name(&table.name).set_exclusive_start_key(start.take()).send().await.unwrap();
+        for item in page.items.unwrap_or_default() {
+            let key = |k: &str| item[k].as_s().unwrap().clone();
+            items.insert((key("pk"), key("sk")), item);
+        }
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            return items;
+        }
+    }
+}
+
+fn kb(item: &Item) -> f64 {
+    item::size(item).div_ceil(1024).max(1) as f64
+}
+
+fn email(item: Option<&Item>) -> Option<&AttributeValue> {
+    item.and_then(|i| i.get("email"))
+}
+
+/// What one delivery cost, by DynamoDB's rules.
+#[derive(Default, Clone, Copy)]
+struct Units {
+    table: f64,
+    /// `email-index` when it projects every attribute (before), and keys only (now).
+    index_all: f64,
+    index_keys: f64,
+    read: f64,
+    /// The part of `table` spent on ConditionChecks, how many there were, and what they would
+    /// cost as transactional reads (2 read units per 4 KB) instead.
+    checks: f64,
+    check_count: f64,
+    checks_as_reads: f64,
+}
+
+/// Charges the changes between `before` and `after` made by one delivery of `event_type`.
+fn charge(event_type: &str, before: &Snapshot, after: &Snapshot) -> Units {
+    let mut units = Units::default();
+    let transactional = event_type.starts_with("session.") || event_type.starts_with("organizationMembership.");
+    let deletion = event_type.ends_with(".deleted") && !transactional;
+    let keys: Vec<_> =
+        before.keys().chain(after.keys()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    for key in keys {
+        if key.0 == "META" {
+            continue; // once per cold start, not per event
+        }
+        let (old, new) = (before.get(key), after.get(key));
+        if old == new {
+            continue;
+        }
+        // A put costs the larger of the old and new item, a delete the old one (1 unit per KB);
+        // within a transaction, twice that.
+        let size = old.map_or(0.0, kb).max(new.map_or(0.0, kb));
+        units.table += if transactional { 2.0 * size } else { size };
+        // email-index: a put of the entry where the email appears, a delete where it goes, both
+        // when it changes; with every attribute projected, any change of the item rewrites it.
+        match (email(old), email(new)) {
+            (None, None) => {}
+            (Some(a), Some(b)) if a == b => units.index_all += new.map_or(1.0, kb),
+            (a, b) => {
+                let puts_and_deletes = f64::from(u8::from(a.is_some()) + u8::from(b.is_some()));
+                units.index_keys += puts_and_deletes; // an entry of email, pk and sk: under 1 KB
+                units.index_all +=
+                    old.filter(|_| a.is_some()).map_or(0.0, kb) + new.filter(|_| b.is_some()).map_or(0.0, kb);
+            }
+        }
+    }
+    if transactional {
+        // Each ConditionCheck (the user; for a membership the organization too) is charged as a
+        // transactional write of the item it checks: 2 units per KB, 2 when it does not exist.
+        let checked = |pk: &str, sk: &str| before.get(&(pk.to_owned(), sk.to_owned())).map_or(1, item::size);
+        let mut check = |pk: &str, sk: &str| {
+            let bytes = checked(pk, sk);
+            units.check_count += 1.0;
+            units.checks_as_reads += 2.0 * bytes.div_ceil(4096).max(1) as f64;
+            let cost = 2.0 * bytes.div_ceil(1024).max(1) as f64;
+            units.checks += cost;
+            cost
+        };
+        let changed: Vec<&(String, String)> =
+            before.keys().chain(after.keys()).filter(|k| before.get(*k) != after.get(*k)).collect();
+        let user = changed.iter().find(|(pk, sk)| pk.starts_with("USER#") && sk != "USER");
+        let organization = changed.iter().find(|(pk, sk)| pk.starts_with("ORG#") && sk != "ORG");
+        let mut added = 0.0;
+        if let Some((pk, _)) = user {
+            added += check(pk, "USER");
+        }
+        if let Some((pk, _)) = organization {
+            added += check(pk, "ORG");
+        }
+        units.table += added;
+    }
+    if deletion {
+        // One strongly consistent Query page of the partition: 1 read unit per 4 KB read.
+        let partition =
+            |pk: &str| before.iter().filter(|((p, _), _)| p == pk).map(|(_, i)| item::size(i)).sum::<usize>();
+        let pk = before.keys().find(|k| after.get(k) != before.get(k) && (k.1 == "USER" || k.1 == "ORG"));
+        units.read += pk.map_or(1.0, |(pk, _)| partition(pk).div_ceil(4096).max(1) as f64);
+    }
+    units
+}
+
+/// The raw body of a sample event and the naive receiver's write: one item of the message id,
+/// the event type and the body as text, put without a condition.
+fn naive_units(name: &str) -> f64 {
+    let body = event_body(&fixture(name));
+    let item_bytes = "pk".len() + 32 + "type".len() + 32 + "body".len() + body.len();
+    item_bytes.div_ceil(1024) as f64
+}
+
+fn dollars(units: f64, per_million_units: f64) -> f64 {
+    units * per_million_units
+}
+
+struct Row {
+    event_type: &'static str,
+    share: f64,
+    with_data: Units,
+    without_data: Units,
+    naive: f64,
+}
+
+async fn story(store_clerk_data: bool) -> (Vec<Units>, Vec<f64>) {
+    let table = TestTable::create().await;
+    let app = table.app_with(store_clerk_data);
+    let (mut units, mut lines) = (Vec::new(), Vec::new());
+    let run = now();
+    for (name, event_type, _) in STORY {
+        let before = snapshot(&table).await;
+        let mut event = fixture(name);
+        let id = format!("msg_cost_{store_clerk_data}_{run}_{name}");
+        sign(&mut event, &id);
+        let status = app.handle(request(&event)).await.status();
+        assert_eq!(status, 200, "{name}");
+        let after = snapshot(&table).await;
+        units.push(charge(event_type, &before, &after));
+        lines.push(log_line_bytes(&id));
+    }
+    table.delete().await;
+    (units, lines)
+}
+
+/// The delivery line of `svix_id` as written (with its metrics), and as it was before them.
+fn log_line_bytes(svix_id: &str) -> f64 {
+    let Ok(dir) = std::env::var("CLERK_SYNC_TEST_LOG_DIR") else { return f64::NAN };
+    let text = std::fs::read_to_string(std::path::Path::new(&dir).join("cost.jsonl")).unwrap_or_default();
+    text.lines().find(|l| l.contains(svix_id)).map_or(f64::NAN, |l| (l.len() + 1) as f64)
+}
+
+#[tokio::test]
+async fn cost_per_event_and_per_million() {
+    let (with_data, lines) = story(true).await;
+    let (without_data, _) = story(false).await;
+    let rows: Vec<Row> = STORY
+        .iter()
+        .zip(with_data.iter().zip(&without_data))
+        .map(|((name, event_type, share), (with, without))| Row {
+            event_type,
+            share: *share,
+            with_data: *with,
+            without_data: *without,
+            naive: naive_units(name),
+        })
+        .collect();
+
+    // The levers hold: a user.updated that keeps its email writes nothing to a keys-only index,
+    // and leaving out `data` never costs more.
+    let updated = rows.iter().find(|r| r.event_type == "user.updated").unwrap();
+    assert_eq!(updated.with_data.index_keys, 0.0, "user.updated keeps its email");
+    assert!(updated.with_data.index_all >= 1.0);
+    for row in &rows {
+        assert!(row.without_data.table <= row.with_data.table, "{}", row.event_type);
+        assert!(row.with_data.index_keys <= row.with_data.index_all, "{}", row.event_type);
+    }
+
+    let mix = |f: &dyn Fn(&Row) -> f64| rows.iter().map(|r| r.share / 100.0 * f(r)).sum::<f64>();
+    let log_after = {
+        let measured: Vec<f64> = lines.iter().copied().filter(|b| b.is_finite()).collect();
+        measured.iter().sum::<f64>() / measured.len().max(1) as f64
+    };
+    let mut out = String::new();
+    out.push_str("| event | share of the mix | table WRU (with `data`) | index WRU, all attributes | index WRU, keys only | table WRU (without `data`) | of which ConditionChecks (with `data`) | read units | naive receiver WRU |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    for r in &rows {
+        out.push_str(&format!(
+            "| {} | {}% | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.event_type,
+            r.share,
+            r.with_data.table,
+            r.with_data.index_all,
+            r.with_data.index_keys,
+            r.without_data.table,
+            r.with_data.checks,
+            r.with_data.read,
+            r.naive
+        ));
+    }
+    let wru = |table: &dyn Fn(&Row) -> f64, index: &dyn Fn(&Row) -> f64| mix(&|r| table(r) + index(r));
+    let before_wru = wru(&|r| r.with_data.table, &|r| r.with_data.index_all);
+    let after_wru = wru(&|r| r.with_data.table, &|r| r.with_data.index_keys);
+    let after_no_data_wru = wru(&|r| r.without_data.table, &|r| r.without_data.index_keys);
+    let reads = mix(&|r| r.with_data.read);
+    // What-ifs on the ConditionChecks of session and membership transactions (see BENCHMARKS.md).
+    let guard_wru =
+        wru(&|r| r.with_data.table - r.with_data.checks + 2.0 * r.with_data.check_count, &|r| r.with_data.index_keys);
+    let checks_as_reads_wru = wru(&|r| r.with_data.table - r.with_data.checks, &|r| r.with_data.index_keys);
+    let checks_as_reads_rru = mix(&|r| r.with_data.checks_as_reads);
+    let naive_wru = mix(&|r| r.naive);
+    out.push_str(&format!(
+        "| **mix, per event** | 100% | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {:.2} |\n\n",
+        mix(&|r| r.with_data.table),
+        mix(&|r| r.with_data.index_all),
+        mix(&|r| r.with_data.index_keys),
+        mix(&|r| r.without_data.table),
+        mix(&|r| r.with_data.checks),
+        reads,
+        naive_wru
+    ));
+
+    let lambda = LAMBDA_REQUESTS_PER_MILLION + 0.125 * BILLED_MS / 1000.0 * LAMBDA_ARM_PER_GB_SECOND * 1e6;
+    let logs = |bytes: f64| bytes * 1e6 / 1e9 * LOGS_PER_GB;
+    let emf_bytes = log_after;
+    let line_before = emf_bytes - metrics_bytes();
+    let scenarios = [
+        (
+            "before: index of all attributes, `data`, no metrics, no REPORT lines",
+            before_wru,
+            line_before + ACCESS_LOG_BYTES,
+        ),
+        ("index keys only", after_wru, line_before + ACCESS_LOG_BYTES),
+        ("index keys only, metrics in the log line", after_wru, emf_bytes + ACCESS_LOG_BYTES),
+        (
+            "**now**: index keys only, metrics, REPORT lines kept",
+            after_wru,
+            emf_bytes + ACCESS_LOG_BYTES + PLATFORM_LOG_BYTES,
+        ),
+        (
+            "now, without `data` (`StoreClerkData=false`)",
+            after_no_data_wru,
+            emf_bytes + ACCESS_LOG_BYTES + PLATFORM_LOG_BYTES,
+        ),
+        ("now, without the API access log", after_wru, emf_bytes + PLATFORM_LOG_BYTES),
+        (
+            "what-if: sessions and memberships check a guard item under 1 KB, not the user item",
+            guard_wru,
+            emf_bytes + ACCESS_LOG_BYTES + PLATFORM_LOG_BYTES,
+        ),
+        (
+            "sensitivity: now, if DynamoDB charges a ConditionCheck as a transactional read",
+            checks_as_reads_wru,
+            emf_bytes + ACCESS_LOG_BYTES + PLATFORM_LOG_BYTES,
+        ),
+        ("naive receiver: raw body, one unconditional PutItem", naive_wru, NAIVE_PLATFORM_LOG_BYTES),
+    ];
+    out.push_str("| configuration | WRU per event | log bytes per event | DynamoDB | API Gateway | Lambda | logs | **$ per million events** |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|\n");
+    let mut totals = Vec::new();
+    for (name, units, log_bytes) in scenarios {
+        let read = match name {
+            _ if name.starts_with("naive") => 0.0,
+            _ if name.starts_with("sensitivity") => dollars(reads + checks_as_reads_rru, READ_UNITS_PER_MILLION),
+            _ => dollars(reads, READ_UNITS_PER_MILLION),
+        };
+        let dynamodb = dollars(units, WRITE_UNITS_PER_MILLION) + read;
+        let total = dynamodb + API_PER_MILLION + lambda + logs(log_bytes);
+        totals.push(total);
+        out.push_str(&format!(
+            "| {name} | {units:.2} | {log_bytes:.0} | ${dynamodb:.2} | ${API_PER_MILLION:.2} | ${lambda:.2} | ${:.2} | **${total:.2}** |\n",
+            logs(log_bytes)
+        ));
+    }
+    println!("{out}");
+    if let Ok(path) = std::env::var("CLERK_SYNC_COST_REPORT") {
+        std::fs::write(path, &out).unwrap();
+    }
+    assert!(totals[3] < totals[0], "now is cheaper than before");
+}
+
+/// Bytes the metric document adds to a delivery line: measured on one line of this run.
+fn metrics_bytes() -> f64 {
+    let Ok(dir) = std::env::var("CLERK_SYNC_TEST_LOG_DIR") else { return 0.0 };
+    let text = std::fs::read_to_string(std::path::Path::new(&dir).join("cost.jsonl")).unwrap_or_default();
+    let lines: Vec<serde_json::Value> =
+        text.lines().filter(|l| l.contains("msg_cost_true")).filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let added: Vec<f64> = lines
+        .iter()
+        .map(|line| {
+            let full = serde_json::to_string(line).unwrap().len();
+            let mut bare = line.clone();
+            let object = bare.as_object_mut().unwrap();
+            object.retain(|k, _| k == "fields" || k == "level");
+            (full - serde_json::to_string(&bare).unwrap().len()) as f64
+        })
+        .collect();
+    added.iter().sum::<f64>() / added.len().max(1) as f64
+}
