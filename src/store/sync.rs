@@ -45,7 +45,7 @@ pub fn sync_pk(user_id: &str) -> String {
 /// Whether this caller may fetch from Clerk now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Window {
-    /// The window is this caller's until the time given (unix milliseconds).
+    /// The window is this caller's, for the length it asked.
     Claimed,
     /// Another call holds it until `until_ms` (unix milliseconds).
     Held { until_ms: i64 },
