@@ -13,6 +13,16 @@
 //! makes asks for `ReturnConsumedCapacity` and adds what DynamoDB reports to the tally of the
 //! request it serves.
 //!
+//! A route adds its metrics in three steps (as `crate::webhook` does):
+//! 1. wrap its DynamoDB work: `let (result, units) = metrics::counting(work).await;`, timing it
+//!    for `store_ms` (every store request already asks for and records its consumed capacity; a
+//!    request of its own must call `.return_consumed_capacity(ReturnConsumedCapacity::Indexes)`
+//!    and pass what comes back to `record_write` / `record_read`);
+//! 2. fill a [`Request`] (`route: "sync"`, its outcome, a [`reason`] class for refusals);
+//! 3. log it in the request's one line, only when [`enabled`]:
+//!    `let emf = metrics::enabled().then(|| request.document().to_string());` and
+//!    `tracing::info!(..., emf = emf.as_deref(), "sync")`.
+//!
 //! Metrics (namespace `METRICS_NAMESPACE`, by default `clerk-sync`):
 //!
 //! | metric | unit | dimension sets | value |

@@ -97,6 +97,8 @@ struct Units {
     checks: f64,
     check_count: f64,
     checks_as_reads: f64,
+    /// The largest item the delivery wrote, in bytes as DynamoDB counts them.
+    largest: usize,
 }
 
 /// Charges the changes between `before` and `after` made by one delivery of `event_type`.
@@ -114,6 +116,7 @@ fn charge(event_type: &str, before: &Snapshot, after: &Snapshot) -> Units {
         if old == new {
             continue;
         }
+        units.largest = units.largest.max(new.map_or(0, item::size));
         // A put costs the larger of the old and new item, a delete the old one (1 unit per KB);
         // within a transaction, twice that.
         let size = old.map_or(0.0, kb).max(new.map_or(0.0, kb));
@@ -245,11 +248,11 @@ async fn cost_per_event_and_per_million() {
         measured.iter().sum::<f64>() / measured.len().max(1) as f64
     };
     let mut out = String::new();
-    out.push_str("| event | share of the mix | table WRU (with `data`) | index WRU, all attributes | index WRU, keys only | table WRU (without `data`) | of which ConditionChecks (with `data`) | read units | naive receiver WRU |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| event | share of the mix | table WRU (with `data`) | index WRU, all attributes | index WRU, keys only | table WRU (without `data`) | of which ConditionChecks (with `data`) | read units | naive receiver WRU | largest item written, bytes (with / without `data`) |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
     for r in &rows {
         out.push_str(&format!(
-            "| {} | {}% | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {}% | {} | {} | {} | {} | {} | {} | {} | {} / {} |\n",
             r.event_type,
             r.share,
             r.with_data.table,
@@ -258,7 +261,9 @@ async fn cost_per_event_and_per_million() {
             r.without_data.table,
             r.with_data.checks,
             r.with_data.read,
-            r.naive
+            r.naive,
+            r.with_data.largest,
+            r.without_data.largest
         ));
     }
     let wru = |table: &dyn Fn(&Row) -> f64, index: &dyn Fn(&Row) -> f64| mix(&|r| table(r) + index(r));
@@ -273,7 +278,7 @@ async fn cost_per_event_and_per_million() {
     let checks_as_reads_rru = mix(&|r| r.with_data.checks_as_reads);
     let naive_wru = mix(&|r| r.naive);
     out.push_str(&format!(
-        "| **mix, per event** | 100% | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {:.2} |\n\n",
+        "| **mix, per event** | 100% | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {:.2} | |\n\n",
         mix(&|r| r.with_data.table),
         mix(&|r| r.with_data.index_all),
         mix(&|r| r.with_data.index_keys),

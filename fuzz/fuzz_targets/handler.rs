@@ -64,7 +64,10 @@ fn harness() -> &'static Harness {
                 .endpoint_url("http://127.0.0.1:9")
                 .build();
             let store = Store::new(aws_sdk_dynamodb::Client::from_conf(config), "clerk-sync-fuzz");
-            App::new(Config { secrets: secrets.clone(), table_name: "clerk-sync-fuzz".into(), store_clerk_data, sync: None }, store)
+            App::new(
+                Config { secrets: secrets.clone(), table_name: "clerk-sync-fuzz".into(), store_clerk_data, sync: None },
+                store,
+            )
         };
         Harness { apps: [app(true), app(false)], runtime, secrets }
     })
