@@ -83,9 +83,11 @@ impl Store {
             .expression_attribute_values(":pk", key(MIRROR_PK))
             .expression_attribute_values(":sk", key(MIRROR_SK))
             .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
             .map_err(|e| request_error("Query", e))?;
+        metrics::record_read(output.consumed_capacity.as_ref());
         Ok(output.items.unwrap_or_default().first().and_then(read_mirror))
     }
 }

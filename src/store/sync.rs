@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity, ReturnValuesOnConditionCheckFailure};
 
 use super::{Item, Store, StoreError, request_error, service_error};
+use crate::metrics;
 use crate::plan::{USER_MEMBERSHIP_SK_PREFIX, USER_SK, session_sk, user_pk};
 
 /// Sort key of a `/sync` window item.
@@ -83,9 +84,13 @@ impl Store {
             .expression_attribute_names("#pk", "pk")
             .expression_attribute_names("#until", "until")
             .expression_attribute_values(":now", AttributeValue::N(now_ms.to_string()))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total);
         match request.send().await {
-            Ok(_) => Ok(Window::Claimed),
+            Ok(output) => {
+                metrics::record_write(output.consumed_capacity.as_ref());
+                Ok(Window::Claimed)
+            }
             Err(SdkError::ServiceError(e)) => match e.into_err() {
                 PutItemError::ConditionalCheckFailedException(failed) => {
                     let held_by = failed.item.as_ref().and_then(|item| item.get(CLAIM)).and_then(|v| v.as_s().ok());
@@ -144,9 +149,11 @@ impl Store {
                 .expression_attribute_values(":sk", AttributeValue::S(sk.clone()))
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await
                 .map_err(|e| request_error("Query", e))?;
+            metrics::record_read(output.consumed_capacity.as_ref());
             items.extend(output.items.unwrap_or_default());
             start = output.last_evaluated_key;
             if start.is_none() {
