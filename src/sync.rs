@@ -466,7 +466,10 @@ async fn write_all(store: &Store, planned: Planned, stored: &UserView) -> Result
         }),
     );
     for (write, item) in writes {
-        let verdict = if item.is_some_and(|item| stored_rank(item) == Some(write.rank())) {
+        // Only a write with a digest: without one, an equal rank need not mean equal content, and
+        // the condition (not this read) must decide.
+        let rank = write.rank();
+        let verdict = if rank.digest.is_some() && item.is_some_and(|item| stored_rank(item) == Some(rank)) {
             Verdict::Duplicate
         } else {
             store.apply(&write).await?.verdict
