@@ -72,8 +72,6 @@ impl<'a> Unverified<'a> {
 pub struct Caller {
     pub user_id: String,
     pub session_id: String,
-    /// The origin that asked for the token, when it says.
-    pub authorized_party: Option<String>,
     /// The Clerk instance that signed it: the key id, which Clerk names after the instance
     /// (`ins_...`), when it is one.
     pub instance_id: Option<String>,
@@ -340,10 +338,10 @@ impl Verifier {
         let claims: Claims = serde_json::from_slice(&decode(payload, "payload")?)
             .map_err(|_| TokenError::Malformed("the payload is not a JSON object of claims"))?;
         let instance_id = header.kid.filter(|kid| is_clerk_id(kid, "ins_"));
-        self.check_claims(claims, now).map(|caller| Caller { instance_id, ..caller })
+        self.check_claims(claims, now, instance_id)
     }
 
-    fn check_claims(&self, claims: Claims, now: i64) -> Result<Caller, TokenError> {
+    fn check_claims(&self, claims: Claims, now: i64, instance_id: Option<String>) -> Result<Caller, TokenError> {
         let now = now as f64;
         let skew = CLOCK_SKEW_SECS as f64;
         let exp = claims.exp.ok_or(TokenError::Claim("exp"))?;
@@ -369,7 +367,7 @@ impl Verifier {
                 return Err(TokenError::UnauthorizedParty);
             }
         }
-        Ok(Caller { user_id, session_id, authorized_party: claims.azp, instance_id: None })
+        Ok(Caller { user_id, session_id, instance_id })
     }
 }
 

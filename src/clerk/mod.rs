@@ -74,11 +74,6 @@ impl Patience {
 pub struct SecretKey(String);
 
 impl SecretKey {
-    /// Whether the key is a production one (`sk_live_`).
-    pub fn is_production(&self) -> bool {
-        self.0.starts_with("sk_live_")
-    }
-
     pub fn new(key: String) -> Option<Self> {
         let key = key.trim().to_owned();
         (!key.is_empty()).then_some(Self(key))
@@ -87,7 +82,7 @@ impl SecretKey {
     /// Requests per 10 s this key may make: production keys get production's limit; anything
     /// else (development keys, unknown prefixes) the development one, which is safe for both.
     pub fn rate_limit(&self) -> u32 {
-        if self.is_production() { PRODUCTION_RATE } else { DEVELOPMENT_RATE }
+        if self.0.starts_with("sk_live_") { PRODUCTION_RATE } else { DEVELOPMENT_RATE }
     }
 }
 
