@@ -10,8 +10,10 @@
 //! 1. A user or organization tombstone beats everything; Clerk never reuses their ids, so it is
 //!    final.
 //! 2. A deleted user has no sessions and no memberships, and a deleted organization has no
-//!    memberships: those writes check the user (and organization) item in the same transaction,
-//!    and a deletion removes what was there.
+//!    memberships: a deletion writes its tombstone and then removes what was there, and each of
+//!    those writes reads the user (and organization) item after it is written and removes itself
+//!    if it finds a tombstone, so that of the two, the one that comes second sees the other
+//!    (`store::Store::unless_orphaned`).
 //! 3. A terminal session status beats a live one, whatever the versions.
 //! 4. Of two memberships of one user in one organization (leaving and joining again makes a new
 //!    one), the later created wins; within one membership, its deletion beats any update.
@@ -261,8 +263,6 @@ pub mod condition {
 
     /// Checked on the user item (and for memberships, the organization item) in the same
     /// transaction as a session or membership write. One that does not exist yet is not deleted.
-    pub const NOT_DELETED: &str = "attribute_not_exists(#deleted)";
-
     /// [`super::membership`] for a live incoming membership: no item yet, a membership created
     /// earlier, or the same live membership of a lower rank.
     pub const LIVE_MEMBERSHIP: &str = "attribute_not_exists(#pk) OR #created_at < :created_at OR (#created_at = :created_at AND #id < :id) OR (#created_at = :created_at AND #id = :id AND attribute_not_exists(#deleted) AND (#version < :version OR (#version = :version AND (attribute_not_exists(#digest) OR #digest < :digest))))";
@@ -449,7 +449,6 @@ mod tests {
         let all = [
             condition::USER_UPSERT,
             condition::USER_TOMBSTONE,
-            condition::NOT_DELETED,
             condition::LIVE_SESSION_UPSERT,
             condition::TERMINAL_SESSION_UPSERT,
             condition::LIVE_MEMBERSHIP,

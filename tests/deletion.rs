@@ -118,6 +118,61 @@ async fn a_deletion_cut_at_any_request_is_finished_by_the_next_delivery() {
     }
 }
 
+/// Rule 2 without a transaction: a session or membership written after its user's (or its
+/// organization's) deletion is finished, cut after each number of requests in turn (every request
+/// after the cut fails). A delivery that answers 200 has left nothing of it; one cut after its
+/// write landed but before its read of the tombstone (or its deletes) fails, and the redelivery
+/// Svix then makes removes what it left. The test checks that some cut did leave something, so
+/// that the redelivery's part is really exercised.
+#[tokio::test]
+async fn a_write_under_a_deleted_parent_cut_at_any_request_leaves_nothing_once_delivered_again() {
+    let membership = |id: &str, organization: &str, user: &str| {
+        clerk::membership("organizationMembership.created", id, organization, user, "org:member", V + 2, V + 2)
+    };
+    let cases = [
+        (
+            "USER#user_gone",
+            "user_deleted",
+            clerk::session("session.created", "sess_late", "user_gone", "active", V + 2, None),
+        ),
+        ("USER#user_gone", "user_deleted", membership("orgmem_late", "org_live", "user_gone")),
+        ("ORG#org_gone", "organization_deleted", membership("orgmem_late", "org_gone", "user_live")),
+    ];
+    for (pk, outcome, body) in cases {
+        let mut left_by_a_cut = false;
+        for cut in 0.. {
+            let table = TestTable::create().await;
+            let app = table.app();
+            ok(&app, &clerk::user("user.created", "user_gone", V, "Ada")).await;
+            ok(&app, &clerk::user("user.created", "user_live", V, "Grace")).await;
+            ok(&app, &clerk::organization("organization.created", "org_live", V, "Acme")).await;
+            ok(&app, &clerk::organization("organization.created", "org_gone", V, "Initech")).await;
+            ok(&app, &clerk::user_deleted("user_gone", V + 1)).await;
+            ok(&app, &clerk::organization_deleted("org_gone", V + 1)).await;
+            let proxy = proxy().await;
+            proxy.always(Fault::Drop);
+            proxy.then(&vec![Fault::Pass; cut]);
+            let (status, answer) = deliver(&table.app_via(&proxy.endpoint()), &body).await;
+            let left = left_under(&table, pk).await;
+            if status == 200 {
+                assert_eq!(answer["outcome"], outcome, "{pk}, cut after {cut} requests: {answer}");
+                assert_eq!(left, Vec::<(String, String)>::new(), "{pk}: answered 200, cut after {cut} requests");
+            } else {
+                assert_eq!(status, 503, "{pk}, cut after {cut} requests: {answer}");
+                left_by_a_cut |= !left.is_empty();
+            }
+            let (again, answer) = deliver(&table.app(), &body).await;
+            assert_eq!((again, &answer["outcome"]), (200, &json!(outcome)), "{pk}, cut after {cut}: {answer}");
+            assert_eq!(left_under(&table, pk).await, Vec::<(String, String)>::new(), "{pk}, cut after {cut}");
+            table.delete().await;
+            if status == 200 {
+                break;
+            }
+        }
+        assert!(left_by_a_cut, "{pk}: no cut fell between the write and its read");
+    }
+}
+
 /// The stream event Lambda hands the cleanup function (events/stream/organization-deleted.json),
 /// its tombstone record pointed at `organization`.
 fn stream_event(organization: &str) -> StreamEvent {

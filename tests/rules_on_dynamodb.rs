@@ -212,8 +212,10 @@ async fn session_upsert_condition_matches_the_rule() {
                     assert_eq!(applied.verdict, expected, "{case}");
                     let status = |terminal: bool| Some(if terminal { "ended" } else { "active" }.to_owned());
                     let after = version_at(&table, &user_pk(&user), &session_sk(&session)).await;
+                    // Rule 2: under a deleted user nothing stays, not even a session stored before.
                     let expected_after = match (expected, stored_terminal) {
                         (Verdict::Apply, _) => Some((incoming, false, status(incoming_terminal))),
+                        (Verdict::UserDeleted, _) => None,
                         (_, Some(terminal)) => Some((stored_rank(), false, status(terminal))),
                         (_, None) => None,
                     };
@@ -343,8 +345,13 @@ async fn membership_conditions_match_the_rule() {
         }
     }
 
-    for (organization_deleted, user_deleted) in [(true, false), (false, true), (true, true)] {
-        for deleted in [false, true] {
+    // Whatever was stored before (nothing, or an orphan left by a deletion not yet finished),
+    // nothing of the membership stays.
+    let cases = [(true, false), (false, true), (true, true)].into_iter().flat_map(|parents| {
+        [false, true].into_iter().flat_map(move |deleted| [false, true].map(|orphan| (parents, deleted, orphan)))
+    });
+    for ((organization_deleted, user_deleted), deleted, orphan) in cases {
+        {
             n += 1;
             let (organization, user) = (format!("org_m{n}"), format!("user_m{n}"));
             if organization_deleted {
@@ -356,6 +363,13 @@ async fn membership_conditions_match_the_rule() {
             let rank = if deleted { Rank::new(V, None) } else { stored_rank() };
             let incoming = MembershipState { created_at: C, id: "orgmem_a", deleted, rank };
             let item = membership_item(&organization, &user, incoming);
+            if orphan {
+                let earlier =
+                    MembershipState { created_at: C - 1, id: "orgmem_0", deleted: false, rank: stored_rank() };
+                let earlier = membership_item(&organization, &user, earlier);
+                put_raw(&table, &earlier).await;
+                put_raw(&table, &earlier.under_user()).await;
+            }
             let applied = store.apply(&Write::PutMembership(item.clone())).await.unwrap();
             let expected = if organization_deleted { Verdict::OrganizationDeleted } else { Verdict::UserDeleted };
             assert_eq!(applied.verdict, expected, "organization deleted {organization_deleted}, user {user_deleted}");

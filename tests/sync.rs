@@ -891,8 +891,9 @@ async fn a_later_round_writes_only_what_changed_in_clerk() {
     };
     // The table's instance record (none yet: /sync reads it and never records it) and the
     // tombstone check, the window, the stored items (3 Queries, while Clerk answers), the user,
-    // the session, the membership, the answer (3 Queries).
-    assert_eq!(round(0).await, 2 + 1 + 3 + 3 + 3);
+    // the session and its user's tombstone Query, the membership and its organization's and user's
+    // tombstone Queries, the answer (3 Queries).
+    assert_eq!(round(0).await, 2 + 1 + 3 + (1 + 2 + 3) + 3);
     // Nothing changed in Clerk: nothing is written.
     assert_eq!(round(1).await, 2 + 1 + 3 + 3);
     // The user changed: only the user is written.

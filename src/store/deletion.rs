@@ -134,7 +134,7 @@ impl Store {
     /// Deletes `keys`, in batches of 25, several at once: `true` once every one is confirmed,
     /// `false` if `deadline` came first (the batches still in flight are abandoned; deletes repeat
     /// safely).
-    async fn delete_all(&self, keys: Vec<Item>, deadline: Instant) -> Result<bool, StoreError> {
+    pub(super) async fn delete_all(&self, keys: Vec<Item>, deadline: Instant) -> Result<bool, StoreError> {
         let mut batches = keys.chunks(BATCH_SIZE).map(<[Item]>::to_vec).collect::<Vec<_>>().into_iter();
         let mut running = JoinSet::new();
         loop {
@@ -188,6 +188,6 @@ impl Store {
     }
 }
 
-fn key_of(pk: String, sk: String) -> Item {
+pub(super) fn key_of(pk: String, sk: String) -> Item {
     Item::from([("pk".to_owned(), AttributeValue::S(pk)), ("sk".to_owned(), AttributeValue::S(sk))])
 }

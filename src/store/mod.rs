@@ -1,8 +1,9 @@
 //! Step 5 of a delivery: carrying a plan out on DynamoDB.
 //!
 //! Every upsert is one conditional request whose condition comes from [`crate::rules::condition`];
-//! when it fails, the stored item DynamoDB sends back says why (duplicate, stale, user deleted),
-//! judged by the same rules. Nothing is read before it is written.
+//! when it fails, the stored item DynamoDB sends back says why (duplicate, stale), judged by the
+//! same rules. Nothing is read before it is written; a session or membership reads the items it
+//! hangs off after (rule 2, [`Store::unless_orphaned`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -14,8 +15,8 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, ConditionCheck, Put, ReturnConsumedCapacity,
-    ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    AttributeValue, CancellationReason, Put, ReturnConsumedCapacity, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem,
 };
 use serde::Serialize;
 use tracing::warn;
@@ -32,6 +33,7 @@ mod deletion;
 mod mirror;
 mod sync;
 
+use deletion::key_of;
 pub use deletion::{Removal, Removed};
 pub use mirror::{MIRROR_PK, MIRROR_SK, Mirror, Recorded};
 pub use sync::{EXPIRES_AT, SYNC_SK, UserView, Window, sync_pk};
@@ -200,8 +202,14 @@ impl Store {
         })
     }
 
-    /// Carries out one write.
+    /// Carries out one write. Boxed: the writes' futures (requests, retries, removals) are large,
+    /// and every caller (a delivery, `/sync`, the operator's tool) would otherwise carry them
+    /// inline on its stack.
     pub async fn apply(&self, write: &Write) -> Result<Applied, StoreError> {
+        Box::pin(self.apply_inline(write)).await
+    }
+
+    async fn apply_inline(&self, write: &Write) -> Result<Applied, StoreError> {
         let rank = write.rank();
         match write {
             Write::UpsertUser(item) => {
@@ -227,7 +235,7 @@ impl Store {
         }
     }
 
-    /// A user or organization item: one conditional PutItem. If DynamoDB refuses the item as
+    /// A user, organization or session item: one conditional PutItem. If DynamoDB refuses the item as
     /// invalid all the same (a limit [`item`] does not know of), its skeleton is written instead,
     /// so that the version and every scalar field land and later changes are not refused too.
     async fn put_root(
@@ -256,10 +264,10 @@ impl Store {
     }
 
     /// Writes a user's or organization's tombstone first, then removes what hangs off it (see
-    /// [`deletion`]) for as long as the store's removal budget allows. From the moment the
-    /// tombstone is written no such write can succeed (they check it in their transaction), so
-    /// what is left is finished by any later attempt: a redelivery, the cleanup function on the
-    /// table's stream, or `clerk-sync-admin reconcile`.
+    /// [`deletion`]) for as long as the store's removal budget allows. A session or membership
+    /// written from then on removes itself when it reads the tombstone ([`Store::unless_orphaned`]),
+    /// so what is left is finished by any later attempt: a redelivery, the cleanup function on
+    /// the table's stream, or `clerk-sync-admin reconcile`.
     async fn delete_root(
         &self,
         tombstone: &Tombstone,
@@ -282,29 +290,24 @@ impl Store {
         })
     }
 
-    /// One transaction: the user must not be deleted, and the session condition must hold.
+    /// One conditional PutItem, then rule 2 (see [`Store::unless_orphaned`]): the user item is read.
     async fn put_session(&self, item: &SessionItem) -> Result<Applied, StoreError> {
         let terminal = item.is_terminal();
-        let expression = condition::session_upsert(terminal);
-        let guards = [(item.pk.clone(), plan::USER_SK, Verdict::UserDeleted)];
         let rank = item.rank();
-        let judge = |stored_item: Option<&Item>| {
-            refused(stored_item.and_then(stored), |s| rules::session_upsert(false, Some(s), rank, terminal))
-        };
-        let values = values(expression, rank);
-        let (built, fit) = item::build(to_item(item)?, None);
-        self.guarded_put(&guards, vec![built], fit, expression, values, judge).await
+        let rule = |s| rules::session_upsert(false, Some(s), rank, terminal);
+        let built = item::build(to_item(item)?, None);
+        let applied = self.put_root(built, condition::session_upsert(terminal), rank, rule).await?;
+        let user_deleted = self.is_tombstone(&item.pk, plan::USER_SK).await?;
+        let parents = [(item.pk.as_str(), user_deleted, Verdict::UserDeleted)];
+        self.unless_orphaned(applied, &parents, [(item.pk.clone(), item.sk.clone())]).await
     }
 
-    /// One transaction: neither the organization nor the user may be deleted, and both items of
-    /// the membership (under the organization and under the user) take the write under the
-    /// membership condition. They are only ever written together, so they always agree.
+    /// One transaction of both items of the membership (under the organization and under the
+    /// user), each under the membership condition: they are only ever written together, so they
+    /// always agree. Then rule 2 (see [`Store::unless_orphaned`]): the organization and user items
+    /// are read.
     async fn put_membership(&self, item: &MembershipItem) -> Result<Applied, StoreError> {
         let expression = condition::membership(item.deleted);
-        let guards = [
-            (plan::organization_pk(&item.organization_id), plan::ORGANIZATION_SK, Verdict::OrganizationDeleted),
-            (plan::user_pk(&item.user_id), plan::USER_SK, Verdict::UserDeleted),
-        ];
         let incoming = item.state();
         let judge = |stored_item: Option<&Item>| {
             refused(stored_item.and_then(stored_membership), |s| rules::membership(Some(s), incoming))
@@ -313,36 +316,107 @@ impl Store {
         values.insert(condition::CREATED_AT.to_owned(), AttributeValue::N(item.created_at.to_string()));
         values.insert(condition::ID.to_owned(), AttributeValue::S(item.id.clone()));
         let metadata = item.public_metadata.as_deref();
-        let (under_organization, fit) = item::build(to_item(item)?, metadata);
-        let (under_user, fit_under_user) = item::build(to_item(&item.under_user())?, metadata);
+        let under_user = item.under_user();
+        let (under_organization_item, fit) = item::build(to_item(item)?, metadata);
+        let (under_user_item, fit_under_user) = item::build(to_item(&under_user)?, metadata);
         let fit = Fit {
             metadata_as_text: fit.metadata_as_text || fit_under_user.metadata_as_text,
             data_omitted: fit.data_omitted || fit_under_user.data_omitted,
             metadata_omitted: fit.metadata_omitted || fit_under_user.metadata_omitted,
             refused: false,
         };
-        self.guarded_put(&guards, vec![under_organization, under_user], fit, expression, values, judge).await
+        let puts = vec![under_organization_item, under_user_item];
+        let applied = self.put_pair(puts, fit, expression, values, judge).await?;
+        let organization_pk = plan::organization_pk(&item.organization_id);
+        let (organization_deleted, user_deleted) = tokio::try_join!(
+            self.is_tombstone(&organization_pk, plan::ORGANIZATION_SK),
+            self.is_tombstone(&under_user.pk, plan::USER_SK),
+        )?;
+        let parents = [
+            (organization_pk.as_str(), organization_deleted, Verdict::OrganizationDeleted),
+            (under_user.pk.as_str(), user_deleted, Verdict::UserDeleted),
+        ];
+        let written = [(item.pk.clone(), item.sk.clone()), (under_user.pk.clone(), under_user.sk.clone())];
+        self.unless_orphaned(applied, &parents, written).await
     }
 
-    /// A TransactWriteItems of `guards` (items that must not be tombstones: `(pk, sk, the verdict
-    /// if one is)`) and `puts` under `expression`. A refused put is judged by `judge` from what was
-    /// stored; a conflict with another transaction is tried again. If DynamoDB refuses a put as
-    /// invalid, the puts' skeletons are written instead (see [`Store::put_root`]).
-    async fn guarded_put(
+    /// Rule 2, a deleted user has no sessions or memberships and a deleted organization no
+    /// memberships, kept without a transaction. A session or membership write is followed,
+    /// whatever its outcome, by a strongly consistent read of the items it hangs off (`parents`:
+    /// partition, whether it holds a tombstone, the verdict if so). If one is a tombstone, the
+    /// items the write may have stored (`written`) are deleted and the verdict is that tombstone's.
+    ///
+    /// Why nothing is left behind: a deletion writes its tombstone, then removes with strongly
+    /// consistent Queries. If this write's read saw no tombstone, the read came before the
+    /// tombstone, so the write came before the removal's Query, which finds and deletes it; if the
+    /// read saw it, the write is deleted here. A delivery cut between its write and its read (or
+    /// its deletes) fails, and Svix delivers it again: the write is then a duplicate, and the read
+    /// and deletes run again. Of a membership the item outside a tombstoned partition is deleted
+    /// first, as the removal does, so that an interrupted delete leaves what is left findable.
+    ///
+    /// This costs one read unit per parent where a ConditionCheck in a transaction cost twice the
+    /// written item and twice the checked one (BENCHMARKS.md, "Cost per event").
+    async fn unless_orphaned<const N: usize>(
         &self,
-        guards: &[(String, &'static str, Verdict)],
+        applied: Applied,
+        parents: &[(&str, bool, Verdict)],
+        written: [(String, String); N],
+    ) -> Result<Applied, StoreError> {
+        let Some((_, _, verdict)) = parents.iter().find(|(_, deleted, _)| *deleted) else {
+            return Ok(applied);
+        };
+        let under_tombstone = |pk: &str| parents.iter().any(|(parent, deleted, _)| *deleted && *parent == pk);
+        let (last, first): (Vec<_>, Vec<_>) = written.into_iter().partition(|(pk, _)| under_tombstone(pk));
+        let deadline = tokio::time::Instant::now() + self.removal_budget;
+        for keys in [first, last] {
+            let keys = keys.into_iter().map(|(pk, sk)| key_of(pk, sk)).collect();
+            if !self.delete_all(keys, deadline).await? {
+                return Err(StoreError::Contention { operation: "BatchWriteItem" });
+            }
+        }
+        Ok(Applied { verdict: *verdict, fit: Fit::default(), ..applied })
+    }
+
+    /// Whether the item `pk`, `sk` is a tombstone: one strongly consistent Query (the function
+    /// may Query, and needs no GetItem).
+    async fn is_tombstone(&self, pk: &str, sk: &str) -> Result<bool, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND #sk = :sk")
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_names("#sk", "sk")
+            .expression_attribute_names("#deleted", "deleted")
+            .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
+            .expression_attribute_values(":sk", AttributeValue::S(sk.to_owned()))
+            .projection_expression("#deleted")
+            .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(|e| request_error("Query", e))?;
+        metrics::record_read(output.consumed_capacity.as_ref());
+        Ok(output.items().first().is_some_and(|item| matches!(item.get("deleted"), Some(AttributeValue::Bool(true)))))
+    }
+
+    /// A TransactWriteItems of `puts` under `expression`. A refused put is judged by `judge` from
+    /// what was stored; a conflict with another transaction is tried again. If DynamoDB refuses a
+    /// put as invalid, the puts' skeletons are written instead (see [`Store::put_root`]).
+    async fn put_pair(
+        &self,
         puts: Vec<Item>,
         fit: Fit,
         expression: &'static str,
         values: HashMap<String, AttributeValue>,
         judge: impl Fn(Option<&Item>) -> Result<Verdict, StoreError>,
     ) -> Result<Applied, StoreError> {
-        let result = self.transact(guards, &puts, expression, &values, &judge).await;
+        let result = self.transact(&puts, expression, &values, &judge).await;
         match result {
             Err(StoreError::Invalid { detail, .. }) => {
                 warn!(reason = %detail, "DynamoDB refused the item; writing it without data and public_metadata");
                 let skeletons: Vec<Item> = puts.iter().map(item::skeleton).collect();
-                let verdict = self.transact(guards, &skeletons, expression, &values, &judge).await?;
+                let verdict = self.transact(&skeletons, expression, &values, &judge).await?;
                 // Only a skeleton that was written left something out.
                 Ok(Applied::written(verdict, Fit { refused: verdict == Verdict::Apply, ..fit }))
             }
@@ -352,7 +426,6 @@ impl Store {
 
     async fn transact(
         &self,
-        guards: &[(String, &'static str, Verdict)],
         puts: &[Item],
         expression: &'static str,
         values: &HashMap<String, AttributeValue>,
@@ -362,17 +435,6 @@ impl Store {
         // Every write reports the capacity it consumed, table and indexes, into the request's
         // metrics (crate::metrics): what each event really costs, in production.
         let mut request = self.client.transact_write_items().return_consumed_capacity(ReturnConsumedCapacity::Indexes);
-        for (pk, sk, _) in guards {
-            let check = ConditionCheck::builder()
-                .table_name(&self.table)
-                .key("pk", AttributeValue::S(pk.clone()))
-                .key("sk", AttributeValue::S((*sk).to_owned()))
-                .condition_expression(condition::NOT_DELETED)
-                .set_expression_attribute_names(Some(names(condition::NOT_DELETED)))
-                .build()
-                .map_err(build_error)?;
-            request = request.transact_items(TransactWriteItem::builder().condition_check(check).build());
-        }
         for item in puts {
             let put = Put::builder()
                 .table_name(&self.table)
@@ -401,10 +463,7 @@ impl Store {
                 Err(other) => return Err(request_error("TransactWriteItems", other)),
             };
             let failed = |i: usize| reasons.get(i).and_then(|r| r.code()) == Some("ConditionalCheckFailed");
-            if let Some((_, _, verdict)) = guards.iter().enumerate().find(|(i, _)| failed(*i)).map(|(_, g)| g) {
-                return Ok(*verdict);
-            }
-            if let Some(put) = (guards.len()..reasons.len()).find(|i| failed(*i)) {
+            if let Some(put) = (0..reasons.len()).find(|i| failed(*i)) {
                 return judge(reasons[put].item());
             }
             if let Some(invalid) = reasons.iter().find(|r| r.code() == Some("ValidationError")) {
@@ -418,8 +477,8 @@ impl Store {
     }
 
     /// A PutItem under `expression`, with what was stored when the condition refused it. A
-    /// conflict with a transaction on the same item (`TransactionConflictException`, common when a
-    /// session's transaction checks the user item this write replaces) is tried again with backoff.
+    /// conflict with a transaction on the same item (`TransactionConflictException`) is tried
+    /// again with backoff.
     async fn conditional_put(
         &self,
         item: &Item,
