@@ -9,7 +9,8 @@
 //! unconditional PutItem. `scripts/cost` runs it and prints the table BENCHMARKS.md holds.
 //!
 //! The test fails if the levers stop holding: a user update that keeps its email must cost the
-//! keys-only index nothing, and leaving `data` out must never cost more.
+//! keys-only index nothing, leaving `data` out must never cost more, and DynamoDB must cost under a
+//! third of what it did with ConditionChecks and no more than 2% over the naive receiver.
 
 mod common;
 
