@@ -4,8 +4,9 @@
 //! and the write units DynamoDB reported for the delivery's writes.
 //!
 //! Write units are checked on dynalite, which charges writes by DynamoDB's size rule (1 unit per
-//! KB of the larger of the old and new item); moto reports fixed figures for PutItem and none for
-//! transactions, so on moto only their presence and the other metrics are checked.
+//! KB of the larger of the old and new item, and reads 1 unit per 4 KB when strongly consistent);
+//! moto reports fixed figures for PutItem and none for transactions, so on moto only their presence
+//! and the other metrics are checked.
 
 mod common;
 
@@ -176,6 +177,33 @@ async fn refusals_are_counted_by_reason_class() {
         }
     }
     table.delete().await;
+}
+
+/// A session is one PutItem and one strongly consistent Query of its user item (rule 2): on
+/// dynalite, which charges both by DynamoDB's size rules, the line carries the session item's write
+/// units and the read unit of the user item (under 4 KB), and no ConditionCheck's units.
+#[tokio::test]
+async fn a_session_delivery_reports_its_put_and_its_read_of_the_user() {
+    let table = TestTable::on_dynalite().await;
+    let app = table.app();
+    let suffix = now();
+    let user = format!("user_metrics_read_{suffix}");
+    let created = format!("msg_metrics_read_user_{suffix}");
+    assert_eq!(app.handle(delivery(&clerk::user("user.created", &user, 1_000, "Ada"), &created)).await.status(), 200);
+    let session = format!("msg_metrics_read_session_{suffix}");
+    let body = clerk::session("session.created", &format!("sess_r{suffix}"), &user, "active", 1_000, None);
+    assert_eq!(app.handle(delivery(&body, &session)).await.status(), 200);
+    let user_item = table.raw_item(&format!("USER#{user}"), "USER").await.expect("the user item");
+    let session_item =
+        table.raw_item(&format!("USER#{user}"), &format!("SESSION#sess_r{suffix}")).await.expect("the session item");
+    assert!(item::size(&user_item) > 1024 && item::size(&user_item) <= 4096);
+
+    let line = line_of(&session);
+    let metrics = declared(&line);
+    assert_eq!((line["Outcome"].as_str(), line["EventType"].as_str()), (Some("applied"), Some("session.created")));
+    assert_eq!(line["WriteUnits"].as_f64(), Some(put_units(None, &session_item)), "{line}");
+    assert_eq!(line["ReadUnits"].as_f64(), Some(1.0), "one strongly consistent read of the user item: {line}");
+    assert_eq!(unit_of(&metrics, "ReadUnits").as_deref(), Some("Count"));
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 //! These tests run on dynalite, which refuses what DynamoDB refuses (numbers beyond its range or
 //! precision, items above 400 KB) where moto stores anything. dynalite has no transactions, so
 //! users and organizations go through the whole function (one PutItem each), and session and
-//! membership items are checked as items. What dynalite does not check (nesting depth, index key
+//! membership items (a membership's two are written in one transaction) are checked as items. What dynalite does not check (nesting depth, index key
 //! sizes) is covered against DynamoDB's documented limits by the unit tests of `clerk_sync::item`.
 
 mod common;
@@ -293,8 +293,8 @@ async fn an_item_above_400_kb_is_stored_without_data() {
     assert_eq!((item.get("data"), item.get("omitted")), (Some(&AttributeValue::S(data)), None));
 }
 
-/// Session and membership items (written in transactions, which dynalite lacks) are valid items
-/// whatever their content: each one the store would write is accepted by a plain PutItem.
+/// Session and membership items are valid items whatever their content: each one the store would
+/// write is accepted by a plain PutItem.
 #[tokio::test]
 async fn session_and_membership_items_with_hostile_content_are_valid_items() {
     let table = TestTable::on_dynalite().await;
