@@ -1,12 +1,21 @@
-//! The table's stream in: finishing deletions outside the delivery that wrote their tombstone.
+//! The table's stream in: finishing deletions outside the delivery that wrote their tombstone,
+//! and keeping rule 2 for every session and membership written, whoever wrote it.
 //!
 //! `user.deleted` and `organization.deleted` write the tombstone, remove what hangs off it for as
 //! long as the delivery's budget allows, and answer. The rest (an organization of 100,000 members
 //! takes minutes on DynamoDB) is finished here, by a second function on the table's stream, with
 //! Lambda's own retries: every record that writes a user or organization tombstone is removed
-//! under page by page (see `store::deletion`). A record not finished by the function's deadline,
-//! or whose removal failed, is reported as a batch item failure: Lambda hands the stream back from
-//! it, with the progress kept, and after its retries sends it to the on-failure queue.
+//! under page by page (see `store::deletion`).
+//!
+//! Every record that writes a session or membership item is checked here too: if the user (or
+//! organization) it hangs off is a tombstone, the item is deleted ([`Store::remove_if_orphaned`]).
+//! Its writer checks the same right after writing; this catches what the writer could not: a
+//! writer cut before its check and never called again (`/sync`, the operator's tool), and a
+//! write attempt the SDK abandoned that reached DynamoDB after the delivery was answered.
+//!
+//! A record not finished by the function's deadline, or whose work failed, is reported as a batch
+//! item failure: Lambda hands the stream back from it, with the progress kept, and after its
+//! retries sends it to the on-failure queue.
 
 use std::time::Duration;
 
@@ -46,6 +55,22 @@ pub fn tombstone(record: &EventRecord) -> Option<Tombstone> {
     }
 }
 
+/// The session or membership item a record wrote (`pk`, `sk`), if it wrote one: an insert or
+/// modify of `USER#…`/`SESSION#…`, `USER#…`/`ORG#…` or `ORG#…`/`MEMBER#…`.
+pub fn child(record: &EventRecord) -> Option<(String, String)> {
+    if !matches!(record.event_name.as_str(), "INSERT" | "MODIFY") {
+        return None;
+    }
+    let key = |name: &str| match record.change.keys.get(name) {
+        Some(AttributeValue::S(value)) => Some(value.clone()),
+        _ => None,
+    };
+    let (pk, sk) = (key("pk")?, key("sk")?);
+    let session = pk.starts_with("USER#") && sk.starts_with(plan::SESSION_SK_PREFIX);
+    let membership = plan::membership_counterpart(&pk, &sk).is_some();
+    (session || membership).then_some((pk, sk))
+}
+
 /// Finishes the removals a batch of stream records calls for, in order, with `store`, all within
 /// its removal budget (the caller sets it from the time the invocation has). Stops at the first
 /// record not finished and reports it: Lambda then hands the stream back from that record.
@@ -53,8 +78,22 @@ pub async fn handle(store: &Store, event: Event, budget: Duration) -> DynamoDbEv
     let deadline = tokio::time::Instant::now() + budget;
     let mut response = DynamoDbEventResponse::default();
     for record in &event.records {
-        let Some(tombstone) = tombstone(record) else { continue };
         let sequence = record.change.sequence_number.clone();
+        let Some(tombstone) = tombstone(record) else {
+            let Some((pk, sk)) = child(record) else { continue };
+            match store.remove_if_orphaned(&pk, &sk).await {
+                Ok(false) => {}
+                Ok(true) => tracing::info!(pk, sk, "removed an item written under a tombstone"),
+                Err(e) => {
+                    tracing::error!(pk, sk, error = %e, "checking an item's tombstone failed; the record will be retried");
+                    let mut failure = DynamoDbBatchItemFailure::default();
+                    failure.item_identifier = sequence;
+                    response.batch_item_failures.push(failure);
+                    return response;
+                }
+            }
+            continue;
+        };
         let outcome = store.remove_under_tombstone_by(&tombstone.pk, tombstone.root_sk, deadline).await;
         match &outcome {
             Ok(removal) => tracing::info!(

@@ -1090,3 +1090,48 @@ async fn each_call_carries_its_metrics_in_its_log_line() {
     let declared = synced["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"].as_str();
     assert_eq!(declared, Some("Requests"), "{synced}");
 }
+
+/// `/sync` is not delivered again: a call cut between a membership's transaction and its read of
+/// the organization (here that one Query is dropped, every time) answers 503 and leaves both items
+/// of a membership of a deleted organization. The cleanup function, handed those writes' stream
+/// records, removes them; the next call then writes the membership again, reads the tombstone,
+/// removes it and answers without it.
+#[tokio::test]
+async fn a_call_cut_after_a_membership_write_under_a_deleted_organization_leaves_nothing_behind() {
+    let table = TestTable::create().await;
+    let clerk = FakeClerk::start(key_set()).await;
+    seed(&clerk, USER, SESSION);
+    let memberships = vec![
+        clerk_membership("orgmem_2sYnCa0000000000000000001", ORG_A, USER, UPDATED),
+        clerk_membership("orgmem_2sYnCb0000000000000000001", ORG_B, USER, UPDATED),
+    ];
+    clerk.set_memberships(USER, memberships);
+    let direct = table.app_with_sync(sync_config(&clerk, KeyMode::Pem));
+    let (status, body) =
+        answer(&direct.handle(delivery(&clerk::organization_deleted(ORG_B, NOW_MS - 1000), "msg_b")).await);
+    assert_eq!(status, 200, "{body}");
+
+    let proxy = proxy().await;
+    proxy
+        .always(ProxyFault::DropWhere("DynamoDB_20120810.Query", &*Box::leak(format!("ORG#{ORG_B}").into_boxed_str())));
+    let cut = table.app_with_sync_via(sync_config(&clerk, KeyMode::Pem), &proxy.endpoint());
+    let (status, body) = answer(&cut.handle_at_ms(sync_request(&token()), NOW_MS).await);
+    assert_eq!(status, 503, "{body}");
+    let of_b = |items: std::collections::BTreeMap<(String, String), Value>| -> Vec<(String, String)> {
+        items.into_keys().filter(|(pk, sk)| (pk.contains(ORG_B) && sk != "ORG") || sk.contains(ORG_B)).collect()
+    };
+    let left = of_b(table.items().await);
+    assert_eq!(left.len(), 2, "both items of the membership, written before the cut: {left:?}");
+
+    let response = clerk_sync::cleanup::handle(&table.store(), stream_of_writes(&left), Duration::from_secs(60)).await;
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    assert_eq!(of_b(table.items().await), Vec::<(String, String)>::new());
+
+    let (status, body) =
+        answer(&direct.handle_at_ms(sync_request(&token_at(USER, SESSION, NOW + 6)), NOW_MS + 6_000).await);
+    assert_eq!(status, 200, "{body}");
+    let organizations: Vec<&str> =
+        body["memberships"].as_array().unwrap().iter().map(|m| m["organization_id"].as_str().unwrap()).collect();
+    assert_eq!(organizations, [ORG_A]);
+    assert_eq!(of_b(table.items().await), Vec::<(String, String)>::new());
+}

@@ -349,10 +349,15 @@ impl Store {
     /// Why nothing is left behind: a deletion writes its tombstone, then removes with strongly
     /// consistent Queries. If this write's read saw no tombstone, the read came before the
     /// tombstone, so the write came before the removal's Query, which finds and deletes it; if the
-    /// read saw it, the write is deleted here. A delivery cut between its write and its read (or
-    /// its deletes) fails, and Svix delivers it again: the write is then a duplicate, and the read
-    /// and deletes run again. Of a membership the item outside a tombstoned partition is deleted
-    /// first, as the removal does, so that an interrupted delete leaves what is left findable.
+    /// read saw it, the write is deleted here. Of a membership the item outside a tombstoned
+    /// partition is deleted first, as the removal does, so that an interrupted delete leaves what
+    /// is left findable.
+    ///
+    /// What this read cannot cover, the cleanup function on the table's stream does
+    /// ([`Store::remove_if_orphaned`] for every session and membership item written): a write
+    /// whose writer was cut before its read and is not called again (`/sync`, the operator's tool,
+    /// a webhook Svix gave up on), and an attempt the SDK abandoned that reaches DynamoDB after the
+    /// delivery was answered. Each such write is a stream record, read after the write landed.
     ///
     /// This costs one read unit per parent where a ConditionCheck in a transaction cost twice the
     /// written item and twice the checked one (BENCHMARKS.md, "Cost per event").
@@ -367,14 +372,41 @@ impl Store {
         };
         let under_tombstone = |pk: &str| parents.iter().any(|(parent, deleted, _)| *deleted && *parent == pk);
         let (last, first): (Vec<_>, Vec<_>) = written.into_iter().partition(|(pk, _)| under_tombstone(pk));
+        self.delete_in_turn([first, last]).await?;
+        // What the write gave up to fit (a skeleton DynamoDB refused) stays reported.
+        Ok(Applied { verdict: *verdict, ..applied })
+    }
+
+    /// Rule 2 for a session or membership item already written, whoever wrote it: the cleanup
+    /// function calls it for every such item the table's stream reports written. If the item the
+    /// written one hangs off in its own partition (the user item under `USER#`, the organization
+    /// item under `ORG#`) is a tombstone, the item and, for a membership, its other item (first)
+    /// are deleted. A membership's two items are written together, so between the two records one
+    /// checks the user and the other the organization. Returns whether anything was deleted.
+    pub async fn remove_if_orphaned(&self, pk: &str, sk: &str) -> Result<bool, StoreError> {
+        let parent_sk = match pk.split_once('#') {
+            Some(("USER", _)) if sk != plan::USER_SK => plan::USER_SK,
+            Some(("ORG", _)) if sk != plan::ORGANIZATION_SK => plan::ORGANIZATION_SK,
+            _ => return Ok(false),
+        };
+        if !self.is_tombstone(pk, parent_sk).await? {
+            return Ok(false);
+        }
+        let other = plan::membership_counterpart(pk, sk).into_iter().collect();
+        self.delete_in_turn([other, vec![(pk.to_owned(), sk.to_owned())]]).await?;
+        Ok(true)
+    }
+
+    /// Deletes each group of keys once the one before it is wholly deleted.
+    async fn delete_in_turn<const N: usize>(&self, groups: [Vec<(String, String)>; N]) -> Result<(), StoreError> {
         let deadline = tokio::time::Instant::now() + self.removal_budget;
-        for keys in [first, last] {
+        for keys in groups {
             let keys = keys.into_iter().map(|(pk, sk)| key_of(pk, sk)).collect();
             if !self.delete_all(keys, deadline).await? {
                 return Err(StoreError::Contention { operation: "BatchWriteItem" });
             }
         }
-        Ok(Applied { verdict: *verdict, fit: Fit::default(), ..applied })
+        Ok(())
     }
 
     /// Whether the item `pk`, `sk` is a tombstone: one strongly consistent Query (the function

@@ -39,6 +39,13 @@ pub enum Fault {
     ProcessOnly(&'static str),
     /// Forward the request (DynamoDB applies it), then close the connection instead of answering.
     DropResponse,
+    /// Hold the request this long, then forward it (DynamoDB applies it) whether or not the client
+    /// is still waiting: an attempt that reaches DynamoDB after its client gave up on it.
+    Late(Duration),
+    /// Close the connection without forwarding a request whose head contains the first string
+    /// (the operation, as in `X-Amz-Target: DynamoDB_20120810.Query`) and whose body contains the
+    /// second; forward any other.
+    DropWhere(&'static str, &'static str),
 }
 
 struct Plan {
@@ -139,6 +146,21 @@ async fn serve(
                 answer
             }
             Fault::Drop => return,
+            Fault::Late(delay) => {
+                tokio::time::sleep(delay).await;
+                let Some(answer) = forward(&request, upstream).await else { return };
+                forwarded.fetch_add(1, Ordering::SeqCst);
+                answer
+            }
+            Fault::DropWhere(head, body) => {
+                let text = String::from_utf8_lossy(&request);
+                if text.to_ascii_lowercase().contains(&head.to_ascii_lowercase()) && text.contains(body) {
+                    return;
+                }
+                let Some(answer) = forward(&request, upstream).await else { return };
+                forwarded.fetch_add(1, Ordering::SeqCst);
+                answer
+            }
             Fault::Stall => {
                 tokio::time::sleep(Duration::from_secs(60)).await;
                 return;

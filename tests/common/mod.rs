@@ -505,3 +505,22 @@ pub fn capture_logs() {
         clerk_sync::logging::init_with_writer(file);
     });
 }
+
+/// A DynamoDB stream record of an INSERT of the item `pk`, `sk`, keys only (all the cleanup
+/// function reads of a session's or membership's record), from the sample stream event.
+pub fn stream_record(pk: &str, sk: &str) -> aws_lambda_events::event::dynamodb::EventRecord {
+    let text = std::fs::read_to_string(repo_path("events/stream/organization-deleted.json")).unwrap();
+    let mut event: aws_lambda_events::event::dynamodb::Event = serde_json::from_str(&text).unwrap();
+    let mut record = event.records.remove(0);
+    record.change.keys = serde_json::from_value(serde_json::json!({ "pk": { "S": pk }, "sk": { "S": sk } })).unwrap();
+    record.change.sequence_number = Some(format!("{pk}/{sk}"));
+    record
+}
+
+/// The stream event Lambda hands the cleanup function for these writes, in order.
+pub fn stream_of_writes(keys: &[(String, String)]) -> aws_lambda_events::event::dynamodb::Event {
+    let text = std::fs::read_to_string(repo_path("events/stream/organization-deleted.json")).unwrap();
+    let mut event: aws_lambda_events::event::dynamodb::Event = serde_json::from_str(&text).unwrap();
+    event.records = keys.iter().map(|(pk, sk)| stream_record(pk, sk)).collect();
+    event
+}
