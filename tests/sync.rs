@@ -1112,8 +1112,8 @@ async fn a_call_cut_after_a_membership_write_under_a_deleted_organization_leaves
     assert_eq!(status, 200, "{body}");
 
     let proxy = proxy().await;
-    proxy
-        .always(ProxyFault::DropWhere("DynamoDB_20120810.Query", &*Box::leak(format!("ORG#{ORG_B}").into_boxed_str())));
+    // The Query of ORG_B's item (its key in the request body).
+    proxy.always(ProxyFault::DropWhere("DynamoDB_20120810.Query", "ORG#org_2sYnCbbbbbbbbbbbbbbbbbbbbbb"));
     let cut = table.app_with_sync_via(sync_config(&clerk, KeyMode::Pem), &proxy.endpoint());
     let (status, body) = answer(&cut.handle_at_ms(sync_request(&token()), NOW_MS).await);
     assert_eq!(status, 503, "{body}");
