@@ -261,8 +261,6 @@ pub mod condition {
     /// [`super::organization_tombstone`]: the user rule, on the organization item.
     pub const ORGANIZATION_TOMBSTONE: &str = USER_TOMBSTONE;
 
-    /// Checked on the user item (and for memberships, the organization item) in the same
-    /// transaction as a session or membership write. One that does not exist yet is not deleted.
     /// [`super::membership`] for a live incoming membership: no item yet, a membership created
     /// earlier, or the same live membership of a lower rank.
     pub const LIVE_MEMBERSHIP: &str = "attribute_not_exists(#pk) OR #created_at < :created_at OR (#created_at = :created_at AND #id < :id) OR (#created_at = :created_at AND #id = :id AND attribute_not_exists(#deleted) AND (#version < :version OR (#version = :version AND (attribute_not_exists(#digest) OR #digest < :digest))))";

@@ -7,7 +7,9 @@
 //! ([`crate::clerk`]) in parallel; each written through exactly the webhook path (`read_object`,
 //! `plan`, `Store::apply`), so neither path can overwrite what the other wrote newer; and the
 //! items as the table now holds them, read back. Nothing the caller sends is believed but the
-//! verified token. `/sync` never deletes: deletions come by webhook.
+//! verified token. `/sync` never tombstones anything: deletions come by webhook. (A session or
+//! membership it writes for a user or organization deleted meanwhile is removed again by the
+//! write itself, as for webhooks: rule 2.)
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -447,9 +449,9 @@ fn plan_one(event_type: &str, raw: &RawValue, options: Options) -> Result<Write,
 }
 
 /// The writes, each one `Store::apply`, one after another: the user first (a tombstone found there
-/// stops the rest), then the session, then each membership. One after another because each
-/// transaction checks the user item: in parallel they would conflict with each other on it
-/// (TransactionConflict) and fail the call. A write whose item `stored` already holds at the same
+/// stops the rest), then the session, then each membership. One after another so that a tombstone
+/// found by one write stops the next, and the call's requests to DynamoDB stay few at a time.
+/// A write whose item `stored` already holds at the same
 /// rank is skipped, as the duplicate its condition would have found. Returns the verdicts in order.
 async fn write_all(store: &Store, planned: Planned, stored: &UserView) -> Result<Vec<Verdict>, StoreError> {
     let stored_membership = |write: &Write| match write {

@@ -10,7 +10,7 @@
 //!
 //! The test fails if the levers stop holding: a user update that keeps its email must cost the
 //! keys-only index nothing, leaving `data` out must never cost more, and DynamoDB must cost under a
-//! third of what it did with ConditionChecks and no more than 2% over the naive receiver.
+//! third of what it did with ConditionChecks and no more than 10% over the naive receiver.
 
 mod common;
 
@@ -60,6 +60,11 @@ const PLATFORM_LOG_BYTES: f64 = 500.0;
 const NAIVE_PLATFORM_LOG_BYTES: f64 = 330.0;
 /// One API Gateway access log line in the template's format (nine short fields).
 const ACCESS_LOG_BYTES: f64 = 330.0;
+/// The cleanup function, which checks every session and membership item written: records per
+/// invocation (it takes up to 100 gathered over 5 s; 10 is a quiet table's), and billed time per
+/// record (one Query, at 128 MB).
+const CLEANUP_RECORDS_PER_INVOCATION: f64 = 10.0;
+const CLEANUP_BILLED_MS_PER_RECORD: f64 = 5.0;
 
 type Snapshot = BTreeMap<(String, String), Item>;
 
@@ -105,6 +110,10 @@ struct Units {
     read: f64,
     /// Read units before: a deletion's Query only.
     read_checked: f64,
+    /// Stream records the cleanup function checks (a session's write is one, a membership's two),
+    /// and the read units of its checks.
+    cleanup_records: f64,
+    cleanup_read: f64,
     /// The part of `table_checked` spent on ConditionChecks.
     checks: f64,
     /// The largest item the delivery wrote, in bytes as DynamoDB counts them.
@@ -155,6 +164,10 @@ fn charge(event_type: &str, before: &Snapshot, after: &Snapshot) -> Units {
         let mut check = |pk: &str, sk: &str| {
             let bytes = checked(pk, sk);
             units.read += bytes.div_ceil(4096).max(1) as f64;
+            // The cleanup function reads the same item once per record: a session's record checks
+            // its user, a membership's two records the user and the organization.
+            units.cleanup_records += 1.0;
+            units.cleanup_read += bytes.div_ceil(4096).max(1) as f64;
             let cost = 2.0 * bytes.div_ceil(1024).max(1) as f64;
             units.checks += cost;
             cost
@@ -287,6 +300,9 @@ async fn cost_per_event_and_per_million() {
     let after_wru = wru(&|r| r.with_data.table, &|r| r.with_data.index_keys);
     let after_no_data_wru = wru(&|r| r.without_data.table, &|r| r.without_data.index_keys);
     let (reads, reads_checked) = (mix(&|r| r.with_data.read), mix(&|r| r.with_data.read_checked));
+    // Now, with the cleanup function's checks of every session and membership written.
+    let reads = reads + mix(&|r| r.with_data.cleanup_read);
+    let cleanup_records = mix(&|r| r.with_data.cleanup_records);
     let naive_wru = mix(&|r| r.naive);
     out.push_str(&format!(
         "| **mix, per event** | 100% | {:.2} | {:.2} | {:.3} | {:.2} | {:.2} ({:.2}) | {:.2} | {:.2} | |\n\n",
@@ -300,8 +316,12 @@ async fn cost_per_event_and_per_million() {
         naive_wru
     ));
 
-    let lambda =
-        |billed_ms: f64| LAMBDA_REQUESTS_PER_MILLION + 0.125 * billed_ms / 1000.0 * LAMBDA_ARM_PER_GB_SECOND * 1e6;
+    let gb_seconds = |ms: f64| 0.125 * ms / 1000.0 * LAMBDA_ARM_PER_GB_SECOND * 1e6;
+    let lambda = |billed_ms: f64| LAMBDA_REQUESTS_PER_MILLION + gb_seconds(billed_ms);
+    // Now also the cleanup function's invocations for those records, and their platform lines.
+    let cleanup_invocations = cleanup_records / CLEANUP_RECORDS_PER_INVOCATION;
+    let cleanup_lambda =
+        cleanup_invocations * LAMBDA_REQUESTS_PER_MILLION + gb_seconds(cleanup_records * CLEANUP_BILLED_MS_PER_RECORD);
     let per_million = |bytes: f64, price: f64| bytes * 1e6 / 1e9 * price;
     let emf_bytes = log_after;
     let line_before = emf_bytes - metrics_bytes();
@@ -366,8 +386,12 @@ async fn cost_per_event_and_per_million() {
     let mut totals = Vec::new();
     for (name, units, read_units, billed_ms, (standard_bytes, infrequent_bytes)) in scenarios {
         let dynamodb = dollars(units, WRITE_UNITS_PER_MILLION) + dollars(read_units, READ_UNITS_PER_MILLION);
+        let now = billed_ms == BILLED_MS;
+        let cleanup_platform =
+            if now && !name.contains("without REPORT") { cleanup_invocations * PLATFORM_LOG_BYTES } else { 0.0 };
+        let standard_bytes = standard_bytes + cleanup_platform;
         let logs = per_million(standard_bytes, LOGS_PER_GB) + per_million(infrequent_bytes, INFREQUENT_LOGS_PER_GB);
-        let lambda = lambda(billed_ms);
+        let lambda = lambda(billed_ms) + if now { cleanup_lambda } else { 0.0 };
         let total = dynamodb + API_PER_MILLION + lambda + logs;
         totals.push((name, dynamodb, total));
         out.push_str(&format!(
@@ -383,11 +407,12 @@ async fn cost_per_event_and_per_million() {
     let (before, now, naive) = (total_of("before"), total_of("**now**"), total_of("naive"));
     assert!(now.2 < before.2, "now is cheaper than before");
     // The table's part of the promise costs about what the naive receiver's one unconditional put
-    // does (within 2%): what is left above it all-in is the logs (the delivery line with its
-    // metrics, the REPORT lines, the access log) that the operator reads.
+    // does (within 10%; 6% in the run of BENCHMARKS.md, the cleanup function's checks): what is
+    // left above it all-in is the logs (the delivery line with its metrics, the REPORT lines, the
+    // access log) that the operator reads.
     assert!(now.1 < before.1 / 3.0, "DynamoDB now ${:.2} per million events, before ${:.2}", now.1, before.1);
     assert!(
-        now.1 <= naive.1 * 1.02,
+        now.1 <= naive.1 * 1.10,
         "DynamoDB now ${:.3} per million events, the naive receiver ${:.3}",
         now.1,
         naive.1
