@@ -331,7 +331,7 @@ async fn a_late_attempt_landing_after_the_answer_is_removed_by_the_cleanup_funct
     assert_eq!(left_under(&table, "USER#user_gone").await, Vec::<(String, String)>::new(), "right after the 200");
     tokio::time::sleep(Duration::from_secs(4)).await;
     let late = ("USER#user_gone".to_owned(), "SESSION#sess_late".to_owned());
-    assert_eq!(left_under(&table, "USER#user_gone").await, [late.clone()], "the late attempt landed");
+    assert_eq!(left_under(&table, "USER#user_gone").await, std::slice::from_ref(&late), "the late attempt landed");
 
     let response = cleanup::handle(&table.store(), stream_of_writes(&[late]), Duration::from_secs(60)).await;
     assert!(response.batch_item_failures.is_empty(), "{response:?}");

@@ -508,9 +508,9 @@ pub fn capture_logs() {
 
 /// A DynamoDB stream record of an INSERT of the item `pk`, `sk`, keys only (all the cleanup
 /// function reads of a session's or membership's record), from the sample stream event.
-pub fn stream_record(pk: &str, sk: &str) -> aws_lambda_events::event::dynamodb::EventRecord {
+pub fn stream_record(pk: &str, sk: &str) -> clerk_sync::cleanup::EventRecord {
     let text = std::fs::read_to_string(repo_path("events/stream/organization-deleted.json")).unwrap();
-    let mut event: aws_lambda_events::event::dynamodb::Event = serde_json::from_str(&text).unwrap();
+    let mut event: clerk_sync::cleanup::Event = serde_json::from_str(&text).unwrap();
     let mut record = event.records.remove(0);
     record.change.keys = serde_json::from_value(serde_json::json!({ "pk": { "S": pk }, "sk": { "S": sk } })).unwrap();
     record.change.sequence_number = Some(format!("{pk}/{sk}"));
@@ -518,9 +518,9 @@ pub fn stream_record(pk: &str, sk: &str) -> aws_lambda_events::event::dynamodb::
 }
 
 /// The stream event Lambda hands the cleanup function for these writes, in order.
-pub fn stream_of_writes(keys: &[(String, String)]) -> aws_lambda_events::event::dynamodb::Event {
+pub fn stream_of_writes(keys: &[(String, String)]) -> clerk_sync::cleanup::Event {
     let text = std::fs::read_to_string(repo_path("events/stream/organization-deleted.json")).unwrap();
-    let mut event: aws_lambda_events::event::dynamodb::Event = serde_json::from_str(&text).unwrap();
+    let mut event: clerk_sync::cleanup::Event = serde_json::from_str(&text).unwrap();
     event.records = keys.iter().map(|(pk, sk)| stream_record(pk, sk)).collect();
     event
 }
