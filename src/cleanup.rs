@@ -72,9 +72,10 @@ pub fn child(record: &EventRecord) -> Option<(String, String)> {
     (session || membership).then_some((pk, sk))
 }
 
-/// Finishes the removals a batch of stream records calls for, in order, with `store`, all within
-/// its removal budget (the caller sets it from the time the invocation has). Stops at the first
-/// record not finished and reports it: Lambda then hands the stream back from that record.
+/// Finishes the removals and checks a batch of stream records calls for, in order, with `store`,
+/// all within `budget` (the caller sets it from the time the invocation has: no record's work is
+/// started after it). Stops at the first record not finished and reports it: Lambda then hands
+/// the stream back from that record.
 pub async fn handle(store: &Store, event: Event, budget: Duration) -> DynamoDbEventResponse {
     let deadline = tokio::time::Instant::now() + budget;
     let mut response = DynamoDbEventResponse::default();
@@ -82,6 +83,12 @@ pub async fn handle(store: &Store, event: Event, budget: Duration) -> DynamoDbEv
         let sequence = record.change.sequence_number.clone();
         let Some(tombstone) = tombstone(record) else {
             let Some((pk, sk)) = child(record) else { continue };
+            if tokio::time::Instant::now() >= deadline {
+                let mut failure = DynamoDbBatchItemFailure::default();
+                failure.item_identifier = sequence;
+                response.batch_item_failures.push(failure);
+                return response;
+            }
             match store.remove_if_orphaned(&pk, &sk).await {
                 Ok(false) => {}
                 Ok(true) => tracing::info!(pk, sk, "removed an item written under a tombstone"),

@@ -240,6 +240,12 @@ async fn the_cleanup_function_reports_the_record_it_could_not_finish() {
     let mut without_the_session = stream_event("org_throttled");
     without_the_session.records.remove(0);
     assert_eq!(failed(without_the_session).await, [Some("4400000000012345678902".to_owned())]);
+    // Past its deadline it starts no record's work: the first is reported, with no request.
+    let before = proxy.requests();
+    let late =
+        cleanup::handle(&store, stream_of_writes(&[("USER#u".into(), "SESSION#s".into())]), Duration::ZERO).await;
+    let failed: Vec<_> = late.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+    assert_eq!((failed, proxy.requests() - before), (vec![Some("USER#u/SESSION#s".to_owned())], 0));
 }
 
 #[test]
@@ -293,8 +299,16 @@ async fn the_cleanup_function_removes_what_was_written_under_a_tombstone_by_anyo
         let item: Item = clerk_sync::store::to_item(&tombstone).unwrap();
         table.client.put_item().table_name(&table.name).set_item(Some(item)).send().await.unwrap();
     }
-    let response = cleanup::handle(&table.store(), stream_of_writes(&children), Duration::from_secs(60)).await;
+    let proxy = proxy().await;
+    let store = table.store_via(&proxy.endpoint());
+    let response = cleanup::handle(&store, stream_of_writes(&children), Duration::from_secs(60)).await;
     assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    // Handed the same records again (Lambda retries a batch), it reads each record's parent and,
+    // under the 5 tombstoned parents, whether the item is still there: nothing more.
+    let before = proxy.requests();
+    let response = cleanup::handle(&store, stream_of_writes(&children), Duration::from_secs(60)).await;
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    assert_eq!(proxy.requests() - before, children.len() + 5, "no delete for items already gone");
     let left: Vec<(String, String)> =
         table.items().await.into_keys().filter(|(_, sk)| sk != "USER" && sk != "ORG").collect();
     let key = |pk: &str, sk: &str| (pk.to_owned(), sk.to_owned());

@@ -133,7 +133,8 @@ impl Store {
     }
 
     /// The same store, spending up to `budget` on what hangs off a tombstone in one call (the
-    /// cleanup function and the operator's tool have far more time than a delivery).
+    /// operator's tool has far more time than a delivery; the cleanup function passes its own
+    /// deadline instead, [`Store::remove_under_tombstone_by`]).
     pub fn with_removal_budget(mut self, budget: Duration) -> Self {
         self.removal_budget = budget;
         self
@@ -382,14 +383,16 @@ impl Store {
     /// written one hangs off in its own partition (the user item under `USER#`, the organization
     /// item under `ORG#`) is a tombstone, the item and, for a membership, its other item (first)
     /// are deleted. A membership's two items are written together, so between the two records one
-    /// checks the user and the other the organization. Returns whether anything was deleted.
+    /// checks the user and the other the organization. Returns whether the item was there to
+    /// delete: usually its writer (or the tombstone's removal) has already deleted it, and then
+    /// nothing is sent (its other item went first, so it is gone too).
     pub async fn remove_if_orphaned(&self, pk: &str, sk: &str) -> Result<bool, StoreError> {
         let parent_sk = match pk.split_once('#') {
             Some(("USER", _)) if sk != plan::USER_SK => plan::USER_SK,
             Some(("ORG", _)) if sk != plan::ORGANIZATION_SK => plan::ORGANIZATION_SK,
             _ => return Ok(false),
         };
-        if !self.is_tombstone(pk, parent_sk).await? {
+        if !self.is_tombstone(pk, parent_sk).await? || !self.exists(pk, sk).await? {
             return Ok(false);
         }
         let other = plan::membership_counterpart(pk, sk).into_iter().collect();
@@ -412,24 +415,39 @@ impl Store {
     /// Whether the item `pk`, `sk` is a tombstone: one strongly consistent Query (the function
     /// may Query, and needs no GetItem).
     async fn is_tombstone(&self, pk: &str, sk: &str) -> Result<bool, StoreError> {
+        let item = self.read_key(pk, sk, "#deleted").await?;
+        Ok(item.is_some_and(|item| matches!(item.get("deleted"), Some(AttributeValue::Bool(true)))))
+    }
+
+    /// Whether the item `pk`, `sk` exists (strongly consistent).
+    async fn exists(&self, pk: &str, sk: &str) -> Result<bool, StoreError> {
+        Ok(self.read_key(pk, sk, "#pk").await?.is_some())
+    }
+
+    /// The item `pk`, `sk`, projected to `projection` (`#pk` or `#deleted`): one strongly
+    /// consistent Query, its read units recorded.
+    async fn read_key(&self, pk: &str, sk: &str, projection: &str) -> Result<Option<Item>, StoreError> {
+        // DynamoDB refuses a name the request does not use.
+        let mut names = HashMap::from([("#pk".to_owned(), "pk".to_owned()), ("#sk".to_owned(), "sk".to_owned())]);
+        if projection.contains("#deleted") {
+            names.insert("#deleted".to_owned(), "deleted".to_owned());
+        }
         let output = self
             .client
             .query()
             .table_name(&self.table)
             .key_condition_expression("#pk = :pk AND #sk = :sk")
-            .expression_attribute_names("#pk", "pk")
-            .expression_attribute_names("#sk", "sk")
-            .expression_attribute_names("#deleted", "deleted")
+            .set_expression_attribute_names(Some(names))
             .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
             .expression_attribute_values(":sk", AttributeValue::S(sk.to_owned()))
-            .projection_expression("#deleted")
+            .projection_expression(projection)
             .consistent_read(true)
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
             .map_err(|e| request_error("Query", e))?;
         metrics::record_read(output.consumed_capacity.as_ref());
-        Ok(output.items().first().is_some_and(|item| matches!(item.get("deleted"), Some(AttributeValue::Bool(true)))))
+        Ok(output.items.and_then(|mut items| items.pop()))
     }
 
     /// A TransactWriteItems of `puts` under `expression`. A refused put is judged by `judge` from
