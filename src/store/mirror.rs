@@ -72,23 +72,7 @@ impl Store {
     /// compares a token's instance with it but never records one. A Query (which the function's
     /// role already has) of the one item, strongly consistent.
     pub async fn mirror(&self) -> Result<Option<Mirror>, StoreError> {
-        let key = |v: &str| AttributeValue::S(v.to_owned());
-        let output = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("#pk = :pk AND #sk = :sk")
-            .expression_attribute_names("#pk", "pk")
-            .expression_attribute_names("#sk", "sk")
-            .expression_attribute_values(":pk", key(MIRROR_PK))
-            .expression_attribute_values(":sk", key(MIRROR_SK))
-            .consistent_read(true)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map_err(|e| request_error("Query", e))?;
-        metrics::record_read(output.consumed_capacity.as_ref());
-        Ok(output.items.unwrap_or_default().first().and_then(read_mirror))
+        Ok(self.read_key(MIRROR_PK, MIRROR_SK, None).await?.as_ref().and_then(read_mirror))
     }
 }
 

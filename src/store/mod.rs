@@ -415,21 +415,27 @@ impl Store {
     /// Whether the item `pk`, `sk` is a tombstone: one strongly consistent Query (the function
     /// may Query, and needs no GetItem).
     async fn is_tombstone(&self, pk: &str, sk: &str) -> Result<bool, StoreError> {
-        let item = self.read_key(pk, sk, "#deleted").await?;
+        let item = self.read_key(pk, sk, Some("#deleted")).await?;
         Ok(item.is_some_and(|item| matches!(item.get("deleted"), Some(AttributeValue::Bool(true)))))
     }
 
     /// Whether the item `pk`, `sk` exists (strongly consistent).
     async fn exists(&self, pk: &str, sk: &str) -> Result<bool, StoreError> {
-        Ok(self.read_key(pk, sk, "#pk").await?.is_some())
+        Ok(self.read_key(pk, sk, Some("#pk")).await?.is_some())
     }
 
-    /// The item `pk`, `sk`, projected to `projection` (`#pk` or `#deleted`): one strongly
-    /// consistent Query, its read units recorded.
-    async fn read_key(&self, pk: &str, sk: &str, projection: &str) -> Result<Option<Item>, StoreError> {
+    /// The item `pk`, `sk`, whole or projected to `projection` (`#pk` or `#deleted`): one
+    /// strongly consistent Query (which the function's role has, where it has no GetItem), its
+    /// read units recorded.
+    pub(super) async fn read_key(
+        &self,
+        pk: &str,
+        sk: &str,
+        projection: Option<&str>,
+    ) -> Result<Option<Item>, StoreError> {
         // DynamoDB refuses a name the request does not use.
         let mut names = HashMap::from([("#pk".to_owned(), "pk".to_owned()), ("#sk".to_owned(), "sk".to_owned())]);
-        if projection.contains("#deleted") {
+        if projection.is_some_and(|p| p.contains("#deleted")) {
             names.insert("#deleted".to_owned(), "deleted".to_owned());
         }
         let output = self
@@ -440,7 +446,7 @@ impl Store {
             .set_expression_attribute_names(Some(names))
             .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
             .expression_attribute_values(":sk", AttributeValue::S(sk.to_owned()))
-            .projection_expression(projection)
+            .set_projection_expression(projection.map(str::to_owned))
             .consistent_read(true)
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
