@@ -80,47 +80,53 @@ pub async fn handle(store: &Store, event: Event, budget: Duration) -> DynamoDbEv
     let deadline = tokio::time::Instant::now() + budget;
     let mut response = DynamoDbEventResponse::default();
     for record in &event.records {
-        let sequence = record.change.sequence_number.clone();
-        let Some(tombstone) = tombstone(record) else {
-            let Some((pk, sk)) = child(record) else { continue };
-            if tokio::time::Instant::now() >= deadline {
-                let mut failure = DynamoDbBatchItemFailure::default();
-                failure.item_identifier = sequence;
-                response.batch_item_failures.push(failure);
-                return response;
-            }
-            match store.remove_if_orphaned(&pk, &sk).await {
-                Ok(false) => {}
-                Ok(true) => tracing::info!(pk, sk, "removed an item written under a tombstone"),
-                Err(e) => {
-                    tracing::error!(pk, sk, error = %e, "checking an item's tombstone failed; the record will be retried");
-                    let mut failure = DynamoDbBatchItemFailure::default();
-                    failure.item_identifier = sequence;
-                    response.batch_item_failures.push(failure);
-                    return response;
-                }
-            }
-            continue;
+        let done = if let Some(tombstone) = tombstone(record) {
+            remove_under(store, &tombstone, deadline).await
+        } else if let Some((pk, sk)) = child(record) {
+            tokio::time::Instant::now() < deadline && check(store, &pk, &sk).await
+        } else {
+            true
         };
-        let outcome = store.remove_under_tombstone_by(&tombstone.pk, tombstone.root_sk, deadline).await;
-        match &outcome {
-            Ok(removal) => tracing::info!(
-                pk = tombstone.pk,
-                sessions_removed = removal.sessions,
-                memberships_removed = removal.memberships,
-                complete = removal.complete,
-                "cleanup"
-            ),
-            Err(e) => tracing::error!(pk = tombstone.pk, error = %e, "cleanup failed; the record will be retried"),
-        }
-        if !matches!(outcome, Ok(removal) if removal.complete) {
+        if !done {
             let mut failure = DynamoDbBatchItemFailure::default();
-            failure.item_identifier = sequence;
+            failure.item_identifier = record.change.sequence_number.clone();
             response.batch_item_failures.push(failure);
             return response;
         }
     }
     response
+}
+
+/// Removes what hangs off `tombstone` until `deadline`; whether the removal is complete.
+async fn remove_under(store: &Store, tombstone: &Tombstone, deadline: tokio::time::Instant) -> bool {
+    let outcome = store.remove_under_tombstone_by(&tombstone.pk, tombstone.root_sk, deadline).await;
+    match &outcome {
+        Ok(removal) => tracing::info!(
+            pk = tombstone.pk,
+            sessions_removed = removal.sessions,
+            memberships_removed = removal.memberships,
+            complete = removal.complete,
+            "cleanup"
+        ),
+        Err(e) => tracing::error!(pk = tombstone.pk, error = %e, "cleanup failed; the record will be retried"),
+    }
+    matches!(outcome, Ok(removal) if removal.complete)
+}
+
+/// Rule 2 for the session or membership item `pk`, `sk`; whether the check was carried out.
+async fn check(store: &Store, pk: &str, sk: &str) -> bool {
+    match store.remove_if_orphaned(pk, sk).await {
+        Ok(removed) => {
+            if removed {
+                tracing::info!(pk, sk, "removed an item written under a tombstone");
+            }
+            true
+        }
+        Err(e) => {
+            tracing::error!(pk, sk, error = %e, "checking an item's tombstone failed; the record will be retried");
+            false
+        }
+    }
 }
 
 /// How long a cleanup invocation may spend removing, given the time left before its deadline:

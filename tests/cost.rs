@@ -319,80 +319,81 @@ async fn cost_per_event_and_per_million() {
 
     let gb_seconds = |ms: f64| 0.125 * ms / 1000.0 * LAMBDA_ARM_PER_GB_SECOND * 1e6;
     let lambda = |billed_ms: f64| LAMBDA_REQUESTS_PER_MILLION + gb_seconds(billed_ms);
-    // Now also the cleanup function's invocations for those records, and their platform lines.
+    // Now also the cleanup function's invocations for those records, and their platform lines
+    // (`PlatformLogLevel` sets both functions').
     let cleanup_invocations = cleanup_records / CLEANUP_RECORDS_PER_INVOCATION;
-    let cleanup_lambda =
-        cleanup_invocations * LAMBDA_REQUESTS_PER_MILLION + gb_seconds(cleanup_records * CLEANUP_BILLED_MS_PER_RECORD);
+    let (before_lambda, now_lambda) = (
+        lambda(NAIVE_BILLED_MS),
+        lambda(BILLED_MS)
+            + cleanup_invocations * LAMBDA_REQUESTS_PER_MILLION
+            + gb_seconds(cleanup_records * CLEANUP_BILLED_MS_PER_RECORD),
+    );
+    let now_platform = PLATFORM_LOG_BYTES * (1.0 + cleanup_invocations);
     let per_million = |bytes: f64, price: f64| bytes * 1e6 / 1e9 * price;
     let emf_bytes = log_after;
     let line_before = emf_bytes - metrics_bytes();
-    // (name, write units, read units, billed ms, bytes of standard logs, bytes of infrequent-access logs)
+    // (name, write units, read units, Lambda's dollars, bytes of standard logs, bytes of infrequent-access logs)
     let standard = |line: f64, platform: f64| (line + platform + ACCESS_LOG_BYTES, 0.0);
     let scenarios = [
         (
             "before: ConditionChecks, index of all attributes, `data`, no metrics, no REPORT lines",
             before_wru,
             reads_checked,
-            NAIVE_BILLED_MS,
+            before_lambda,
             standard(line_before, 0.0),
         ),
-        ("index keys only", checked_wru, reads_checked, NAIVE_BILLED_MS, standard(line_before, 0.0)),
+        ("index keys only", checked_wru, reads_checked, before_lambda, standard(line_before, 0.0)),
         (
             "index keys only, metrics in the log line",
             checked_wru,
             reads_checked,
-            NAIVE_BILLED_MS,
+            before_lambda,
             standard(emf_bytes, 0.0),
         ),
         (
             "index keys only, metrics, REPORT lines kept (stop 17)",
             checked_wru,
             reads_checked,
-            NAIVE_BILLED_MS,
+            before_lambda,
             standard(emf_bytes, PLATFORM_LOG_BYTES),
         ),
         (
             "**now**: sessions and memberships read their user and organization after the write, no ConditionCheck",
             after_wru,
             reads,
-            BILLED_MS,
-            standard(emf_bytes, PLATFORM_LOG_BYTES),
+            now_lambda,
+            standard(emf_bytes, now_platform),
         ),
         (
             "now, without `data` (`StoreClerkData=false`)",
             after_no_data_wru,
             reads,
-            BILLED_MS,
-            standard(emf_bytes, PLATFORM_LOG_BYTES),
+            now_lambda,
+            standard(emf_bytes, now_platform),
         ),
-        ("now, without REPORT lines (`PlatformLogLevel=WARN`)", after_wru, reads, BILLED_MS, standard(emf_bytes, 0.0)),
+        ("now, without REPORT lines (`PlatformLogLevel=WARN`)", after_wru, reads, now_lambda, standard(emf_bytes, 0.0)),
         (
             "what-if: now, the API access log in the infrequent-access class",
             after_wru,
             reads,
-            BILLED_MS,
-            (emf_bytes + PLATFORM_LOG_BYTES, ACCESS_LOG_BYTES),
+            now_lambda,
+            (emf_bytes + now_platform, ACCESS_LOG_BYTES),
         ),
-        ("now, without the API access log", after_wru, reads, BILLED_MS, (emf_bytes + PLATFORM_LOG_BYTES, 0.0)),
+        ("now, without the API access log", after_wru, reads, now_lambda, (emf_bytes + now_platform, 0.0)),
         (
             "naive receiver: raw body, one unconditional PutItem",
             naive_wru,
             0.0,
-            NAIVE_BILLED_MS,
+            before_lambda,
             (NAIVE_PLATFORM_LOG_BYTES, 0.0),
         ),
     ];
     out.push_str("| configuration | WRU per event | RRU per event | log bytes per event | DynamoDB | API Gateway | Lambda | logs | **$ per million events** |\n");
     out.push_str("|---|---|---|---|---|---|---|---|---|\n");
     let mut totals = Vec::new();
-    for (name, units, read_units, billed_ms, (standard_bytes, infrequent_bytes)) in scenarios {
+    for (name, units, read_units, lambda, (standard_bytes, infrequent_bytes)) in scenarios {
         let dynamodb = dollars(units, WRITE_UNITS_PER_MILLION) + dollars(read_units, READ_UNITS_PER_MILLION);
-        let now = billed_ms == BILLED_MS;
-        let cleanup_platform =
-            if now && !name.contains("without REPORT") { cleanup_invocations * PLATFORM_LOG_BYTES } else { 0.0 };
-        let standard_bytes = standard_bytes + cleanup_platform;
         let logs = per_million(standard_bytes, LOGS_PER_GB) + per_million(infrequent_bytes, INFREQUENT_LOGS_PER_GB);
-        let lambda = lambda(billed_ms) + if now { cleanup_lambda } else { 0.0 };
         let total = dynamodb + API_PER_MILLION + lambda + logs;
         totals.push((name, dynamodb, total));
         out.push_str(&format!(

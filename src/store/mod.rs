@@ -216,7 +216,7 @@ impl Store {
             Write::UpsertUser(item) => {
                 let rule = |s| rules::user_upsert(Some(s), rank);
                 let built = item::build(to_item(item)?, Some(&item.public_metadata));
-                self.put_root(built, condition::USER_UPSERT, rank, rule).await
+                self.put_one(built, condition::USER_UPSERT, rank, rule).await
             }
             Write::DeleteUser(tombstone) => {
                 let rule = |s| rules::user_tombstone(Some(s), rank);
@@ -226,7 +226,7 @@ impl Store {
             Write::UpsertOrganization(item) => {
                 let rule = |s| rules::organization_upsert(Some(s), rank);
                 let built = item::build(to_item(item)?, Some(&item.public_metadata));
-                self.put_root(built, condition::ORGANIZATION_UPSERT, rank, rule).await
+                self.put_one(built, condition::ORGANIZATION_UPSERT, rank, rule).await
             }
             Write::DeleteOrganization(tombstone) => {
                 let rule = |s| rules::organization_tombstone(Some(s), rank);
@@ -239,7 +239,7 @@ impl Store {
     /// A user, organization or session item: one conditional PutItem. If DynamoDB refuses the item as
     /// invalid all the same (a limit [`item`] does not know of), its skeleton is written instead,
     /// so that the version and every scalar field land and later changes are not refused too.
-    async fn put_root(
+    async fn put_one(
         &self,
         (item, fit): (Item, Fit),
         expression: &'static str,
@@ -276,7 +276,7 @@ impl Store {
         rule: impl FnOnce(Stored) -> Verdict,
     ) -> Result<Applied, StoreError> {
         let built = (to_item(tombstone)?, Fit::default());
-        let verdict = self.put_root(built, expression, tombstone.rank(), rule).await?.verdict;
+        let verdict = self.put_one(built, expression, tombstone.rank(), rule).await?.verdict;
         if let (Verdict::Apply, Some(removed)) = (verdict, &self.removed) {
             removed.tombstones.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
@@ -297,7 +297,7 @@ impl Store {
         let rank = item.rank();
         let rule = |s| rules::session_upsert(false, Some(s), rank, terminal);
         let built = item::build(to_item(item)?, None);
-        let applied = self.put_root(built, condition::session_upsert(terminal), rank, rule).await?;
+        let applied = self.put_one(built, condition::session_upsert(terminal), rank, rule).await?;
         let user_deleted = self.is_tombstone(&item.pk, plan::USER_SK).await?;
         let parents = [(item.pk.as_str(), user_deleted, Verdict::UserDeleted)];
         self.unless_orphaned(applied, &parents, [(item.pk.clone(), item.sk.clone())]).await
@@ -416,7 +416,7 @@ impl Store {
     /// may Query, and needs no GetItem).
     async fn is_tombstone(&self, pk: &str, sk: &str) -> Result<bool, StoreError> {
         let item = self.read_key(pk, sk, Some("#deleted")).await?;
-        Ok(item.is_some_and(|item| matches!(item.get("deleted"), Some(AttributeValue::Bool(true)))))
+        Ok(item.as_ref().is_some_and(is_deleted))
     }
 
     /// Whether the item `pk`, `sk` exists (strongly consistent).
@@ -458,7 +458,7 @@ impl Store {
 
     /// A TransactWriteItems of `puts` under `expression`. A refused put is judged by `judge` from
     /// what was stored; a conflict with another transaction is tried again. If DynamoDB refuses a
-    /// put as invalid, the puts' skeletons are written instead (see [`Store::put_root`]).
+    /// put as invalid, the puts' skeletons are written instead (see [`Store::put_one`]).
     async fn put_pair(
         &self,
         puts: Vec<Item>,
@@ -598,9 +598,14 @@ fn codes(reasons: &[CancellationReason]) -> Vec<&str> {
     reasons.iter().map(|r| r.code().unwrap_or("None")).collect()
 }
 
+/// Whether a stored item is a tombstone (a user's, an organization's or a membership's).
+fn is_deleted(item: &Item) -> bool {
+    matches!(item.get("deleted"), Some(AttributeValue::Bool(true)))
+}
+
 /// Reads the precedence-relevant attributes of a stored item.
 fn stored(item: &Item) -> Option<Stored> {
-    let deleted = matches!(item.get("deleted"), Some(AttributeValue::Bool(true)));
+    let deleted = is_deleted(item);
     let terminal = item.get("status").and_then(|s| s.as_s().ok()).is_some_and(|s| rules::is_terminal(s));
     Some(Stored { rank: stored_rank(item)?, deleted, terminal })
 }
@@ -619,7 +624,7 @@ fn stored_membership(item: &Item) -> Option<MembershipState<'_>> {
     Some(MembershipState {
         created_at: item.get("created_at")?.as_n().ok()?.parse().ok()?,
         id: item.get("id")?.as_s().ok()?,
-        deleted: matches!(item.get("deleted"), Some(AttributeValue::Bool(true))),
+        deleted: is_deleted(item),
         rank: stored_rank(item)?,
     })
 }
