@@ -832,6 +832,24 @@ async fn a_window_claim_whose_answer_was_lost_is_still_this_calls() {
 }
 
 #[tokio::test]
+async fn a_slow_table_does_not_spend_clerks_budget() {
+    let table = TestTable::create().await;
+    let clerk = FakeClerk::start(key_set()).await;
+    seed(&clerk, USER, SESSION);
+    let proxy = proxy().await;
+    let app = table.app_with_sync_via(sync_config(&clerk, KeyMode::Pem), &proxy.endpoint());
+    // The instance record, the tombstone check and the window's claim each answer after 1.4 s
+    // (inside the SDK's 1.5 s attempt timeout): 4.2 s on the table before Clerk is asked, more than
+    // Clerk's 4 s budget, well inside the call's 8 s deadline. Clerk then answers at once.
+    let late = ProxyFault::Late(Duration::from_millis(1400));
+    proxy.then(&[late, late, late]);
+    let response = app.handle_at_ms(sync_request(&token()), NOW_MS).await;
+    let (status, body) = answer(&response);
+    assert_eq!(status, 200, "the table's slowness is not Clerk's: {body}");
+    assert_eq!(clerk.requests(), 3);
+}
+
+#[tokio::test]
 async fn an_instance_without_organizations_syncs_the_user_and_session() {
     let w = world(KeyMode::Pem).await;
     // Clerk's answer to the memberships of a user where Organizations are turned off.
