@@ -2,10 +2,11 @@
 
 Usage:
   table.py definition                       print the CreateTable input (JSON) read from template.yaml
+  table.py stream-filters                   print the cleanup function's stream filter patterns (JSON list)
   table.py create --endpoint URL --name N   (re)create table N on a local DynamoDB API
   table.py dump --endpoint URL --name N     print every item, readably, grouped by partition
 
-The test suite reads `definition` output; the local loop uses `create` and `dump`.
+The test suite reads `definition` and `stream-filters` output; the local loop uses `create` and `dump`.
 """
 
 import argparse
@@ -18,7 +19,7 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
 TABLE_RESOURCE = "Table"
-SCHEMA_KEYS = ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode")
+SCHEMA_KEYS = ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode", "StreamSpecification")
 
 
 class CloudFormationLoader(yaml.SafeLoader):
@@ -42,7 +43,28 @@ def definition():
     missing = [key for key in SCHEMA_KEYS if key not in properties]
     if missing:
         sys.exit(f"template.yaml: Resources.{TABLE_RESOURCE}.Properties lacks {', '.join(missing)}")
-    return {key: properties[key] for key in SCHEMA_KEYS}
+    schema = {key: properties[key] for key in SCHEMA_KEYS}
+    # CloudFormation enables the stream by naming its view type; the API says so explicitly.
+    schema["StreamSpecification"] = {"StreamEnabled": True, **schema["StreamSpecification"]}
+    return schema
+
+
+def stream_filters():
+    """The filter patterns of every function event reading the table's stream, parsed."""
+    template = yaml.load(TEMPLATE.read_text(), Loader=CloudFormationLoader)
+    patterns = []
+    for resource in template["Resources"].values():
+        if resource.get("Type") != "AWS::Serverless::Function":
+            continue
+        for event in resource.get("Properties", {}).get("Events", {}).values():
+            properties = event.get("Properties", {})
+            if event.get("Type") != "DynamoDB" or TABLE_RESOURCE not in str(properties.get("Stream")):
+                continue
+            filters = properties.get("FilterCriteria", {}).get("Filters", [])
+            patterns.extend(json.loads(f["Pattern"]) for f in filters)
+    if not patterns:
+        sys.exit("template.yaml: no function reads the table's stream through a filter")
+    return patterns
 
 
 def client(endpoint):
@@ -95,12 +117,12 @@ def dump(endpoint, name):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["definition", "create", "dump"])
+    parser.add_argument("command", choices=["definition", "stream-filters", "create", "dump"])
     parser.add_argument("--endpoint")
     parser.add_argument("--name")
     args = parser.parse_args()
-    if args.command == "definition":
-        json.dump(definition(), sys.stdout, indent=2)
+    if args.command in ("definition", "stream-filters"):
+        json.dump(definition() if args.command == "definition" else stream_filters(), sys.stdout, indent=2)
         print()
         return
     if not (args.endpoint and args.name):

@@ -5,6 +5,7 @@
 pub mod fake_clerk;
 pub mod fault_proxy;
 pub mod history;
+pub mod stream;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType,
+    ScalarAttributeType, StreamSpecification, StreamViewType,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -86,6 +87,13 @@ struct TableDefinition {
     #[serde(default)]
     global_secondary_indexes: Vec<IndexDef>,
     billing_mode: String,
+    stream_specification: StreamDef,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct StreamDef {
+    stream_view_type: String,
 }
 
 #[derive(Deserialize)]
@@ -147,7 +155,21 @@ impl TestTable {
         Self::create_on(&required_env("CLERK_SYNC_DYNALITE_ENDPOINT")).await
     }
 
+    /// A table on moto with the template's stream (`stream::records` reads it).
+    pub async fn with_stream() -> Self {
+        Self::create_with(&required_env("CLERK_SYNC_DYNAMODB_ENDPOINT"), true).await
+    }
+
+    /// The local DynamoDB API this table is on.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
     async fn create_on(endpoint: &str) -> Self {
+        Self::create_with(endpoint, false).await
+    }
+
+    async fn create_with(endpoint: &str, stream: bool) -> Self {
         capture_logs();
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let name = format!(
@@ -185,6 +207,13 @@ impl TestTable {
             .set_key_schema(Some(keys(&definition.key_schema)))
             .set_global_secondary_indexes(Some(indexes.collect()))
             .billing_mode(BillingMode::from(definition.billing_mode.as_str()))
+            .set_stream_specification(stream.then(|| {
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(StreamViewType::from(definition.stream_specification.stream_view_type.as_str()))
+                    .build()
+                    .unwrap()
+            }))
             .send()
             .await
             .expect("create the test table");
