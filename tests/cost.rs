@@ -387,6 +387,13 @@ async fn cost_per_event_and_per_million() {
             before_lambda,
             (NAIVE_PLATFORM_LOG_BYTES, 0.0),
         ),
+        (
+            "what-if: the naive receiver keeping the same operator's record (a delivery line with the same metrics, JSON REPORT lines, the access log)",
+            naive_wru,
+            0.0,
+            before_lambda,
+            standard(emf_bytes, PLATFORM_LOG_BYTES),
+        ),
     ];
     out.push_str("| configuration | WRU per event | RRU per event | log bytes per event | DynamoDB | API Gateway | Lambda | logs | **$ per million events** |\n");
     out.push_str("|---|---|---|---|---|---|---|---|---|\n");
