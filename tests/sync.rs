@@ -837,15 +837,18 @@ async fn a_slow_table_does_not_spend_clerks_budget() {
     let clerk = FakeClerk::start(key_set()).await;
     seed(&clerk, USER, SESSION);
     let proxy = proxy().await;
-    let app = table.app_with_sync_via(sync_config(&clerk, KeyMode::Pem), &proxy.endpoint());
-    // The instance record, the tombstone check and the window's claim each answer after 1.4 s
-    // (inside the SDK's 1.5 s attempt timeout): 4.2 s on the table before Clerk is asked, more than
-    // Clerk's 4 s budget, well inside the call's 8 s deadline. Clerk then answers at once.
-    let late = ProxyFault::Late(Duration::from_millis(1400));
+    // A client without the 1.5 s attempt timeout, so that the held requests are not retried.
+    let store = clerk_sync::store::Store::new(patient_client_for(&proxy.endpoint()), &table.name);
+    let app = table.app_with_sync_and_store(sync_config(&clerk, KeyMode::Pem), store);
+    // The instance record, the tombstone check and the window's claim each answer after 1.5 s:
+    // 4.5 s on the table before Clerk is asked, more than Clerk's 4 s budget, inside the call's
+    // 8 s deadline. Clerk then answers at once.
+    let late = ProxyFault::Late(Duration::from_millis(1500));
     proxy.then(&[late, late, late]);
     let response = app.handle_at_ms(sync_request(&token()), NOW_MS).await;
     let (status, body) = answer(&response);
     assert_eq!(status, 200, "the table's slowness is not Clerk's: {body}");
+    assert_eq!(proxy.requests(), proxy.forwarded(), "no request was given up on and sent again");
     assert_eq!(clerk.requests(), 3);
 }
 

@@ -55,7 +55,7 @@ pub fn client_for(endpoint: &str) -> Client {
 
 /// A client that waits as long as the local DynamoDB API's queue takes (one request at a time),
 /// for load and for reading whole tables back; the production timeouts are tested in faults.rs.
-fn patient_client_for(endpoint: &str) -> Client {
+pub fn patient_client_for(endpoint: &str) -> Client {
     let timeouts = aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
         .operation_attempt_timeout(std::time::Duration::from_secs(30))
         .build();
@@ -271,7 +271,12 @@ impl TestTable {
 
     /// As [`TestTable::app_with_sync`], its DynamoDB client going through `endpoint`.
     pub fn app_with_sync_via(&self, sync: SyncConfig, endpoint: &str) -> App {
-        App::new(Config { sync: Some(sync), ..self.config(true) }, Store::new(client_for(endpoint), &self.name))
+        self.app_with_sync_and_store(sync, Store::new(client_for(endpoint), &self.name))
+    }
+
+    /// The function on this table with `/sync` configured as `sync` and `store`.
+    pub fn app_with_sync_and_store(&self, sync: SyncConfig, store: Store) -> App {
+        App::new(Config { sync: Some(sync), ..self.config(true) }, store)
     }
 
     fn config(&self, store_clerk_data: bool) -> Config {
