@@ -8,10 +8,19 @@ use tokio::net::TcpStream;
 
 use super::{TestTable, required_env};
 
-/// The filter patterns of the template's stream event (`scripts/table.py stream-filters`).
+/// The filter patterns of the template's stream event (`scripts/table.py stream-filters`). Each
+/// must name the record's `dynamodb` key alone: "DynamoDB event source mappings only support
+/// filtering on the `dynamodb` key" (Lambda's "Using event filtering with a DynamoDB event
+/// source"), so a pattern on `eventName`, say, would not filter as it reads.
 pub fn filters() -> Vec<Value> {
     let path = required_env("CLERK_SYNC_STREAM_FILTERS");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("a JSON list of patterns")
+    let patterns: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("a JSON list of patterns");
+    for pattern in &patterns {
+        let keys: Vec<&String> = pattern.as_object().expect("a pattern is an object").keys().collect();
+        assert_eq!(keys, ["dynamodb"], "a DynamoDB stream filter names the `dynamodb` key only: {pattern}");
+    }
+    patterns
 }
 
 /// Every record of `table`'s stream so far, in order, as Lambda hands them to a function: the
