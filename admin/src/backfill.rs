@@ -1,7 +1,7 @@
 //! `backfill`: every Clerk user, in creation order, and with `--sessions` their sessions, through
 //! the webhook path; then with `--organizations` every organization and membership. Page by page:
 //! a page (with its users' sessions) is fetched and read whole before any of it is written, and
-//! once it is written its last user is the resume cursor.
+//! once it is written the creation time of its last user is the resume cursor (see `users`).
 
 use std::sync::Arc;
 
@@ -11,9 +11,9 @@ use tokio::task::JoinSet;
 
 use crate::error::RunError;
 use crate::progress::Progress;
+use crate::users::Users;
 use crate::webhook_path::{
-    MEMBERSHIP_EVENT, ORGANIZATION_EVENT, Planned, SESSION_EVENT, Tally, USER_EVENT, apply_all, for_each_offset_page,
-    plan_array, plan_objects,
+    MEMBERSHIP_EVENT, ORGANIZATION_EVENT, Planned, SESSION_EVENT, Tally, apply_all, for_each_offset_page, plan_objects,
 };
 use clerk_sync::clerk::Clerk;
 
@@ -22,7 +22,8 @@ const FETCH_CONCURRENCY: usize = 16;
 
 pub struct Options {
     pub limit: u32,
-    pub starting_after: Option<String>,
+    /// Only the users created at or after this (milliseconds): a resumed run.
+    pub created_from: Option<i64>,
     pub sessions: bool,
     pub organizations: bool,
     pub dry_run: bool,
@@ -33,8 +34,9 @@ pub struct Options {
 /// resume cursor are known.
 #[derive(Debug, Default)]
 pub struct State {
-    /// The last user of the last page fully written (in a dry run, read): `--starting-after`.
-    pub cursor: Option<String>,
+    /// Every user created before this (milliseconds) is written (in a dry run, read):
+    /// `--created-from`.
+    pub cursor: Option<i64>,
     pub pages: u64,
     pub users: Tally,
     pub sessions: Tally,
@@ -73,20 +75,14 @@ pub async fn run(
     state: &mut State,
     progress: &Progress,
 ) -> Result<(), RunError> {
-    state.cursor = options.starting_after.clone();
+    state.cursor = options.created_from;
     // Resuming, the position in the whole is unknown: a spinner then.
     let total = if state.cursor.is_none() { clerk.user_count().await? } else { None };
     progress.stage("users", total);
-    loop {
-        let page = match &state.cursor {
-            None => format!("page {} of users (the first)", state.pages + 1),
-            Some(cursor) => format!("page {} of users (after {cursor})", state.pages + 1),
-        };
-        let body = clerk.users_page(options.limit, state.cursor.as_deref()).await?;
-        let users = plan_array(&body, USER_EVENT, options.plan, &page)?;
+    let mut listing = Users::new(options.limit, options.created_from);
+    while let Some(users) = listing.next(clerk, options.plan).await? {
         let sessions = if options.sessions { fetch_sessions(clerk, &users, options).await? } else { Vec::new() };
         let received = users.len();
-        let last = users.last().map(|user| user.id.clone());
         state.users.fetched += received as u64;
         state.sessions.fetched += sessions.len() as u64;
         let with_sessions = options.sessions;
@@ -107,12 +103,7 @@ pub async fn run(
         }
         state.pages += 1;
         progress.advance(received as u64);
-        if let Some(last) = last {
-            state.cursor = Some(last);
-        }
-        if received < options.limit as usize {
-            break;
-        }
+        state.cursor = listing.cursor();
     }
     if options.organizations {
         let organizations = &mut state.organizations;

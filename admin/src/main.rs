@@ -6,6 +6,7 @@ mod backfill;
 mod error;
 mod progress;
 mod reconcile;
+mod users;
 mod webhook_path;
 
 use std::process::ExitCode;
@@ -95,9 +96,11 @@ struct BackfillArgs {
     /// Also every organization and organization membership (after the users).
     #[arg(long)]
     organizations: bool,
-    /// Resume after this user id (printed by a run that stopped).
-    #[arg(long, value_name = "USER_ID")]
-    starting_after: Option<String>,
+    /// Resume with the users created at or after this time (Clerk's `created_at`, milliseconds;
+    /// printed by a run that stopped). Users of that millisecond already written are written again,
+    /// as duplicates.
+    #[arg(long, value_name = "MILLISECONDS")]
+    created_from: Option<i64>,
 }
 
 #[derive(Args)]
@@ -194,7 +197,7 @@ async fn backfill(args: BackfillArgs) -> ExitCode {
     };
     let options = backfill::Options {
         limit: common.limit,
-        starting_after: args.starting_after.clone(),
+        created_from: args.created_from,
         sessions: args.sessions,
         organizations: args.organizations,
         dry_run: common.dry_run,
@@ -220,7 +223,7 @@ async fn backfill(args: BackfillArgs) -> ExitCode {
         Ok(()) => done(state.skipped()),
         Err(e) => {
             eprintln!("error: {e}");
-            eprintln!("resume with: {}", resume_command(state.cursor.as_deref()));
+            eprintln!("resume with: {}", resume_command(state.cursor));
             ExitCode::from(FAILED)
         }
     }
@@ -355,26 +358,26 @@ fn done(skipped: u64) -> ExitCode {
     fail(&format!("{skipped} object(s) could not be stored: each is named above (skipped <id>: <why>)"), SKIPPED)
 }
 
-/// This run's command line with `--starting-after <cursor>` (replacing any given), shell-quoted.
-fn resume_command(cursor: Option<&str>) -> String {
+/// This run's command line with `--created-from <cursor>` (replacing any given), shell-quoted.
+fn resume_command(cursor: Option<i64>) -> String {
     resume_args(std::env::args().skip(1), cursor)
 }
 
-fn resume_args(args: impl Iterator<Item = String>, cursor: Option<&str>) -> String {
+fn resume_args(args: impl Iterator<Item = String>, cursor: Option<i64>) -> String {
     let mut words = vec!["clerk-sync-admin".to_owned()];
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
-        if arg == "--starting-after" {
+        if arg == "--created-from" {
             args.next();
             continue;
         }
-        if arg.starts_with("--starting-after=") {
+        if arg.starts_with("--created-from=") {
             continue;
         }
         let subcommand = arg == "backfill";
         words.push(arg);
         if let (true, Some(cursor)) = (subcommand, cursor) {
-            words.extend(["--starting-after".to_owned(), cursor.to_owned()]);
+            words.extend(["--created-from".to_owned(), cursor.to_string()]);
         }
     }
     words.iter().map(|word| shell_quote(word)).collect::<Vec<_>>().join(" ")
@@ -395,14 +398,14 @@ mod tests {
 
     #[test]
     fn resume_command_adds_the_cursor_after_the_subcommand() {
-        let command = resume_args(args(&["backfill", "--sessions", "--table", "clerk"]), Some("user_9"));
-        assert_eq!(command, "clerk-sync-admin backfill --starting-after user_9 --sessions --table clerk");
+        let command = resume_args(args(&["backfill", "--sessions", "--table", "clerk"]), Some(1_700_000_009_000));
+        assert_eq!(command, "clerk-sync-admin backfill --created-from 1700000009000 --sessions --table clerk");
     }
 
     #[test]
     fn resume_command_replaces_an_earlier_cursor() {
-        let given = args(&["backfill", "--starting-after", "user_1", "--limit=100", "--starting-after=user_2"]);
-        assert_eq!(resume_args(given, Some("user_7")), "clerk-sync-admin backfill --starting-after user_7 --limit=100");
+        let given = args(&["backfill", "--created-from", "1", "--limit=100", "--created-from=2"]);
+        assert_eq!(resume_args(given, Some(7)), "clerk-sync-admin backfill --created-from 7 --limit=100");
     }
 
     #[test]

@@ -38,9 +38,8 @@ use tokio::task::JoinSet;
 
 use crate::error::RunError;
 use crate::progress::Progress;
-use crate::webhook_path::{
-    MEMBERSHIP_EVENT, ORGANIZATION_EVENT, Planned, Tally, USER_EVENT, apply_all, for_each_offset_page, plan_array,
-};
+use crate::users::Users;
+use crate::webhook_path::{MEMBERSHIP_EVENT, ORGANIZATION_EVENT, Planned, Tally, apply_all, for_each_offset_page};
 use clerk_sync::clerk::{Clerk, Found};
 
 /// Lookups in flight at once; Clerk's rate limit, not this, sets the pace.
@@ -649,27 +648,14 @@ async fn list_users(
 ) -> Result<Writes, RunError> {
     let mut writes = Writes::default();
     let mut seen = HashSet::new();
-    let mut cursor: Option<String> = None;
-    let mut pages = 0;
-    loop {
-        pages += 1;
-        let page = match &cursor {
-            None => format!("page {pages} of users (the first)"),
-            Some(cursor) => format!("page {pages} of users (after {cursor})"),
-        };
-        let body = clerk.users_page(options.limit, cursor.as_deref()).await?;
-        let users = plan_array(&body, USER_EVENT, options.plan, &page)?;
+    let mut listing = Users::new(options.limit, None);
+    while let Some(users) = listing.next(clerk, options.plan).await? {
         let received = users.len();
-        if let Some(last) = users.last() {
-            cursor = Some(last.id.clone());
-        }
         sort_into(users, table, &mut seen, drift, &mut writes);
         drift.clerk = seen.len();
         progress.advance(received as u64);
-        if received < options.limit as usize {
-            return Ok(writes);
-        }
     }
+    Ok(writes)
 }
 
 /// Every object of an offset-paged list (`GET /organizations`, `/organization_memberships`),

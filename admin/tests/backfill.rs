@@ -12,7 +12,9 @@ use clerk_sync::handler::App;
 use clerk_sync::verify::SigningSecret;
 use common::TestTable;
 use serde_json::{Value, json};
-use support::{Admin, FakeClerk, Fault, Target, membership, organization, session, user, user_id, user_items, users};
+use support::{
+    Admin, FakeClerk, Fault, Target, created, membership, organization, session, user, user_id, user_items, users,
+};
 
 const FAST: &str = "--rate=100000";
 
@@ -62,18 +64,82 @@ async fn backfill_pages_through_every_user() {
     let stored: Vec<String> = user_items(&table).await.into_keys().collect();
     let expected: Vec<String> = (0..130).map(user_id).collect();
     assert_eq!(stored, expected);
-    assert_eq!(clerk.requests_to("/users"), 4, "pages of 40, 40, 40 and 10");
+    assert_eq!(clerk.requests_to("/users"), 4, "each page from the last user of the one before: 40, 40, 40, 13");
     assert_eq!((run.figure("users:", "fetched"), run.figure("users:", "applied")), (130, 130), "{run}");
     assert_eq!(run.figure("backfill complete", "pages"), 4, "{run}");
 }
 
+/// `GET /users` pages by offset only, and an offset moves when a user before it is deleted: the
+/// listing goes by creation time, so a user deleted while it runs makes it skip nobody.
 #[tokio::test(flavor = "multi_thread")]
-async fn backfill_stops_after_an_empty_page_when_the_last_page_was_full() {
+async fn a_user_deleted_during_the_backfill_makes_it_skip_nobody() {
+    let (clerk, table, admin) = setup(users(30), vec![]).await;
+    // Right before the second page: user 3, on the first page, is deleted in Clerk. Paged by
+    // offset, the second page would start at user 11 and user 10 would never be listed.
+    clerk.fail(Target::UsersPage(Some(created(9))), Fault::DeleteUserFirst(user_id(3)), Some(1));
+    let run = admin.run(&["backfill", "--limit=10", FAST]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    let stored: Vec<String> = user_items(&table).await.into_keys().collect();
+    assert_eq!(stored, (0..30).map(user_id).collect::<Vec<_>>(), "user 3 was written before it went");
+    assert_eq!(run.figure("users:", "fetched"), 30, "{run}");
+}
+
+/// Users created in one millisecond (an import can make thousands) across several pages: each is
+/// written once, and the users after them too.
+#[tokio::test(flavor = "multi_thread")]
+async fn users_created_in_one_millisecond_across_pages_are_each_listed_once() {
+    let mut all = users(40);
+    for user in &mut all[5..32] {
+        user["created_at"] = json!(created(5));
+    }
+    let (clerk, table, admin) = setup(all, vec![]).await;
+    let run = admin.run(&["backfill", "--limit=10", FAST]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert_eq!(user_items(&table).await.len(), 40);
+    assert_eq!((run.figure("users:", "fetched"), run.figure("users:", "applied")), (40, 40), "{run}");
+    let asked: Vec<(Option<String>, Option<String>)> = clerk
+        .received()
+        .into_iter()
+        .filter(|r| r.path == "/users")
+        .map(|r| (r.query.get("created_at_after").cloned(), r.query.get("offset").cloned()))
+        .collect();
+    let at = |ms: i64| Some((ms - 1).to_string());
+    assert_eq!(
+        asked,
+        [
+            (None, None),
+            (at(created(5)), None),
+            (at(created(5)), None),
+            (at(created(5)), Some("10".to_owned())),
+            (at(created(5)), Some("20".to_owned())),
+            (at(created(5) + 1), None),
+        ],
+        "the millisecond's users alone, by offset, then on from the next millisecond"
+    );
+}
+
+/// A page not in creation order would make the listing skip users: the run stops, naming it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_out_of_creation_order_stops_the_run() {
+    let mut all = users(30);
+    let (clerk, table, admin) = setup(all.clone(), vec![]).await;
+    let mut second: Vec<Value> = all.drain(9..19).collect();
+    second.reverse();
+    clerk.fail(Target::UsersPage(Some(created(9))), Fault::Answer(200, json!(second).to_string()), None);
+    let run = admin.run(&["backfill", "--limit=10", FAST]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    let expected = format!("error: page 2 of users (created from {}): the answer is not in creation order", created(9));
+    assert!(run.stderr.contains(&expected), "{run}");
+    assert_eq!(user_items(&table).await.len(), 10, "the first page only");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backfill_ends_with_the_first_page_that_is_not_full() {
     let (clerk, table, admin) = setup(users(80), vec![]).await;
     let run = admin.run(&["backfill", "--limit=40", FAST]).await;
     assert_eq!(run.code, Some(0), "{run}");
     assert_eq!(user_items(&table).await.len(), 80);
-    assert_eq!(clerk.requests_to("/users"), 3, "40, 40, then an empty page");
+    assert_eq!(clerk.requests_to("/users"), 3, "40, 40 (from user 39), then users 78 and 79");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -162,11 +228,11 @@ async fn server_errors_are_retried() {
 #[tokio::test(flavor = "multi_thread")]
 async fn persistent_server_errors_stop_the_run_with_a_resume_command() {
     let (clerk, table, admin) = setup(users(30), vec![]).await;
-    clerk.fail(Target::UsersPage(Some(user_id(9))), Fault::ServerError, None);
+    clerk.fail(Target::UsersPage(Some(created(9))), Fault::ServerError, None);
     let run = admin.run(&["backfill", "--limit=10", FAST]).await;
     assert_eq!(run.code, Some(1), "{run}");
     assert!(run.stderr.contains("Clerk answered 503 Service Unavailable to GET /users 5 times in a row"), "{run}");
-    assert_eq!(run.resume_args(), ["backfill", "--starting-after", &user_id(9), "--limit=10", FAST]);
+    assert_eq!(run.resume_args(), ["backfill", "--created-from", &created(9).to_string(), "--limit=10", FAST]);
     assert_eq!(user_items(&table).await.len(), 10, "the first page, written before the failure");
 }
 
@@ -174,26 +240,28 @@ async fn persistent_server_errors_stop_the_run_with_a_resume_command() {
 async fn malformed_page_stops_the_run_and_the_resume_command_completes_it() {
     let mut all = users(100);
     let (clerk, table, admin) = setup(all.clone(), vec![]).await;
-    // Page 3 (after user 49) holds an object read_object refuses: its `id` is missing.
-    let mut bad_page: Vec<Value> = all.drain(50..75).collect();
+    // Pages of 25, each from the last user of the one before: 0 to 24, 24 to 48, then page 3, from
+    // user 48, holds an object read_object refuses: its `id` is missing.
+    let mut bad_page: Vec<Value> = all.drain(48..73).collect();
     bad_page[7].as_object_mut().unwrap().remove("id");
-    clerk.fail(Target::UsersPage(Some(user_id(49))), Fault::Answer(200, json!(bad_page).to_string()), None);
+    clerk.fail(Target::UsersPage(Some(created(48))), Fault::Answer(200, json!(bad_page).to_string()), None);
 
     let run = admin.run(&["backfill", "--limit=25", FAST]).await;
     assert_eq!(run.code, Some(1), "{run}");
     let expected = format!(
-        "error: page 3 of users (after {}), object 7: the user.updated event's data is not a valid user: missing field `id`",
-        user_id(49)
+        "error: page 3 of users (created from {}), object 7: the user.updated event's data is not a valid user: missing field `id`",
+        created(48)
     );
     assert!(run.stderr.contains(&expected), "{run}");
     let stored: Vec<String> = user_items(&table).await.into_keys().collect();
-    assert_eq!(stored, (0..50).map(user_id).collect::<Vec<_>>(), "pages 1 and 2, nothing of page 3");
+    assert_eq!(stored, (0..49).map(user_id).collect::<Vec<_>>(), "pages 1 and 2, nothing of page 3");
 
     clerk.heal();
     let resume = run.resume_args();
     let resumed = admin.run(&resume.iter().map(String::as_str).collect::<Vec<_>>()).await;
     assert_eq!(resumed.code, Some(0), "{resumed}");
-    assert_eq!(resumed.figure("users:", "fetched"), 50, "{resumed}");
+    // From user 48's millisecond on: user 48 again (users of one millisecond can straddle pages).
+    assert_eq!(resumed.figure("users:", "fetched"), 52, "{resumed}");
     assert_eq!(user_items(&table).await.len(), 100);
 }
 

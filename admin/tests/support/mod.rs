@@ -34,10 +34,15 @@ pub fn user_id(i: usize) -> String {
     format!("user_{i:05}fake")
 }
 
+/// When generated user `i` was created (Clerk's `created_at`, milliseconds).
+pub fn created(i: usize) -> i64 {
+    1_700_000_000_000_i64 + i as i64 * 1000
+}
+
 /// The Backend API's user object (what webhooks carry as `data`), created in order `i`.
 pub fn user(i: usize, updated_at: i64) -> Value {
     let mut user = data(&common::clerk::user("user.updated", &user_id(i), updated_at, &format!("{NAME_PREFIX}{i}")));
-    user["created_at"] = json!(1_700_000_000_000_i64 + i as i64 * 1000);
+    user["created_at"] = json!(created(i));
     user
 }
 
@@ -74,8 +79,9 @@ fn data(envelope: &str) -> Value {
 /// Which requests a fault applies to.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Target {
-    /// `GET /users` after this cursor (`None`: the first page).
-    UsersPage(Option<String>),
+    /// `GET /users` of the users created from this time on (its `created_at_after` plus one;
+    /// `None`: the first page).
+    UsersPage(Option<i64>),
     AnyUsersPage,
     Sessions,
     UserById,
@@ -93,6 +99,8 @@ pub enum Fault {
     ServerError,
     /// An answer of our choosing: status and body.
     Answer(u16, String),
+    /// The user with this id is deleted from Clerk, and the request then answered as usual.
+    DeleteUserFirst(String),
 }
 
 struct Rule {
@@ -269,7 +277,10 @@ async fn answer(state: Arc<Mutex<State>>, request: Request<Incoming>) -> Result<
         return Ok(clerk_error(400, "api_version_missing"));
     }
     let target = match path.as_str() {
-        "/users" => Some(Target::UsersPage(query.get("starting_after").cloned())),
+        "/users" => {
+            let after = query.get("created_at_after").and_then(|v| v.parse::<i64>().ok());
+            Some(Target::UsersPage(after.map(|after| after + 1)))
+        }
         "/sessions" => Some(Target::Sessions),
         p if p.starts_with("/users/") && p != "/users/count" => Some(Target::UserById),
         p if p.starts_with("/organizations/") && p.ends_with("/memberships") => Some(Target::MembershipsOfOrganization),
@@ -284,19 +295,20 @@ async fn answer(state: Arc<Mutex<State>>, request: Request<Incoming>) -> Result<
             if let Some(remaining) = &mut rule.remaining {
                 *remaining -= 1;
             }
-            return Ok(match rule.fault.clone() {
+            match rule.fault.clone() {
                 Fault::TooManyRequests { retry_after } => {
                     let mut response = clerk_error(429, "too_many_requests");
                     response.headers_mut().insert("retry-after", retry_after.to_string().parse().unwrap());
-                    response
+                    return Ok(response);
                 }
-                Fault::ServerError => clerk_error(503, "internal_clerk_error"),
+                Fault::ServerError => return Ok(clerk_error(503, "internal_clerk_error")),
                 Fault::Answer(status, body) => {
                     let mut response = Response::new(Full::new(Bytes::from(body)));
                     *response.status_mut() = StatusCode::from_u16(status).unwrap();
-                    response
+                    return Ok(response);
                 }
-            });
+                Fault::DeleteUserFirst(id) => state.users.retain(|u| u["id"] != id.as_str()),
+            }
         }
     }
     let listed: Vec<&Value> =
@@ -316,17 +328,27 @@ async fn answer(state: Arc<Mutex<State>>, request: Request<Incoming>) -> Result<
             &json!({"keys": [{"use": "sig", "kty": "RSA", "kid": INSTANCE, "alg": "RS256", "n": "0vx7", "e": "AQAB"}]}),
         ),
         "/users" => {
+            // Clerk's `GET /users`: `limit` and `offset`, `order_by` (`created_at` is `+created_at`,
+            // oldest first), and the `created_at_after` / `created_at_before` filters, each exclusive.
+            // It has no cursor: a parameter it does not take is refused here, so that a tool relying
+            // on one fails its tests instead of listing the first page again and again.
             if query.get("order_by").map(String::as_str) != Some("created_at") {
                 return Ok(clerk_error(400, "form_param_value_invalid"));
             }
-            let start = match query.get("starting_after") {
-                None => 0,
-                Some(cursor) => match listed.iter().position(|u| u["id"] == cursor.as_str()) {
-                    Some(index) => index + 1,
-                    None => return Ok(clerk_error(400, "form_param_value_invalid")),
-                },
-            };
-            let page: Vec<&Value> = listed.iter().skip(start).take(number("limit", 10)).copied().collect();
+            let known = ["limit", "offset", "order_by", "created_at_after", "created_at_before"];
+            if query.keys().any(|name| !known.contains(&name.as_str())) {
+                return Ok(clerk_error(400, "form_param_unknown"));
+            }
+            let bound = |name: &str| query.get(name).and_then(|v| v.parse::<i64>().ok());
+            let (after, before) = (bound("created_at_after"), bound("created_at_before"));
+            let created_at = |u: &Value| u["created_at"].as_i64().unwrap_or_default();
+            let mut window: Vec<&Value> = listed
+                .iter()
+                .filter(|u| after.is_none_or(|a| created_at(u) > a) && before.is_none_or(|b| created_at(u) < b))
+                .copied()
+                .collect();
+            window.sort_by_key(|u| created_at(u));
+            let page: Vec<&Value> = window.into_iter().skip(number("offset", 0)).take(number("limit", 10)).collect();
             json_answer(200, &json!(page))
         }
         "/sessions" => {
