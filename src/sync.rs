@@ -316,9 +316,12 @@ async fn run(
     //    written again (each write would only be refused by its condition, and billed). Should
     //    that read fail, everything is written: the conditions decide as always. The fetches have
     //    what the key set left of Clerk's budget (all of it when the key set was cached or the key
-    //    is configured).
+    //    is configured), and end within the window this call claimed, however slow the table was
+    //    before them: one round of fetches per user per window, and a call of at most the window
+    //    and its writes.
     let clerk_left = CLERK_BUDGET.saturating_sub(key_set_time);
-    let fetches = tokio::time::timeout(clerk_left, async {
+    let fetch_deadline = (tokio::time::Instant::now() + clerk_left).min(verifying + WINDOW);
+    let fetches = tokio::time::timeout_at(fetch_deadline, async {
         tokio::join!(
             clerk.user(&caller.user_id),
             clerk.session(&caller.session_id),

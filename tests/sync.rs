@@ -852,6 +852,25 @@ async fn a_slow_table_does_not_spend_clerks_budget() {
     assert_eq!(clerk.requests(), 3);
 }
 
+/// A slow table and then a slow Clerk: the fetches still end within the window the call claimed
+/// (5 s from its start), a 504 that names Clerk, not the call's 8 s deadline and its 503; and no
+/// round of fetches outlives its window, so two rounds for one user never overlap.
+#[tokio::test]
+async fn a_slow_table_then_a_slow_clerk_end_within_the_window() {
+    let table = TestTable::create().await;
+    let clerk = FakeClerk::start(key_set()).await;
+    seed(&clerk, USER, SESSION);
+    clerk.fail(Kind::User, Fault::Slow(Duration::from_secs(3)), None);
+    let proxy = proxy().await;
+    let store = clerk_sync::store::Store::new(patient_client_for(&proxy.endpoint()), &table.name);
+    let app = table.app_with_sync_and_store(sync_config(&clerk, KeyMode::Pem), store);
+    let late = ProxyFault::Late(Duration::from_millis(1500));
+    proxy.then(&[late, late, late]);
+    let body =
+        assert_refusal(&app.handle_at_ms(sync_request(&token()), NOW_MS).await, 504, "Clerk, late in the window");
+    assert_eq!(body, json!({"error": "Clerk did not answer in time"}));
+}
+
 #[tokio::test]
 async fn an_instance_without_organizations_syncs_the_user_and_session() {
     let w = world(KeyMode::Pem).await;
