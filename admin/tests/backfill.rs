@@ -365,7 +365,7 @@ async fn every_request_carries_the_pinned_api_version() {
     assert_eq!(admin.run(&["backfill", "--sessions", FAST]).await.code, Some(0));
     let received = clerk.received();
     assert!(received.len() >= 5);
-    assert!(received.iter().all(|r| r.api_version.as_deref() == Some("2025-11-10")), "{received:?}");
+    assert!(received.iter().all(|r| r.api_version.as_deref() == Some("2026-05-12")), "{received:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -19,9 +19,11 @@ pub use self::http::Transport;
 use self::http::{Answer, Http};
 
 /// The Backend API version every request is pinned to (`Clerk-API-Version`), so that a new default
-/// version on Clerk's side never changes what is read. 2025-11-10's changes are to billing
-/// endpoints, not to users, sessions or memberships.
-pub const API_VERSION: &str = "2025-11-10";
+/// version on Clerk's side never changes what is read: the current one. Its breaking changes (Clerk's
+/// 2026-05-12 upgrade guide) are to metadata updates (`PATCH /users/{id}`, `/organizations/{id}`),
+/// which this crate never sends; the user, session, membership and key-set answers it reads, and
+/// `GET /users`' paging, are as in 2025-11-10 (the OpenAPI specs of both).
+pub const API_VERSION: &str = "2026-05-12";
 pub const DEFAULT_API_URL: &str = "https://api.clerk.com/v1";
 
 /// Clerk's rate limits, requests per 10 s per instance: production and development.
