@@ -99,7 +99,7 @@ struct BackfillArgs {
     /// Resume with the users created at or after this time (Clerk's `created_at`, milliseconds;
     /// printed by a run that stopped). Users of that millisecond already written are written again,
     /// as duplicates.
-    #[arg(long, value_name = "MILLISECONDS")]
+    #[arg(long, value_name = "MILLISECONDS", value_parser = clap::value_parser!(i64).range(0..))]
     created_from: Option<i64>,
 }
 

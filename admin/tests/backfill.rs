@@ -109,12 +109,17 @@ async fn users_created_in_one_millisecond_across_pages_are_each_listed_once() {
         [
             (None, None),
             (at(created(5)), None),
+            // The millisecond's users alone, in pages overlapping by one: a pass that finds users...
             (at(created(5)), None),
-            (at(created(5)), Some("10".to_owned())),
-            (at(created(5)), Some("20".to_owned())),
+            (at(created(5)), Some("9".to_owned())),
+            (at(created(5)), Some("18".to_owned())),
+            // ...then one that finds nobody new...
+            (at(created(5)), None),
+            (at(created(5)), Some("9".to_owned())),
+            (at(created(5)), Some("18".to_owned())),
+            // ...then on from the next millisecond.
             (at(created(5) + 1), None),
         ],
-        "the millisecond's users alone, by offset, then on from the next millisecond"
     );
 }
 
