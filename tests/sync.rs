@@ -17,7 +17,7 @@ use clerk_sync::clerk::SecretKey;
 use clerk_sync::config::SyncConfig;
 use clerk_sync::handler::App;
 use common::fake_clerk::{FakeClerk, Fault, Kind, SECRET_KEY};
-use common::fault_proxy::Fault as ProxyFault;
+use common::fault_proxy::{Fault as ProxyFault, FaultProxy};
 use common::*;
 use hmac::{KeyInit, Mac};
 use lambda_http::http::header;
@@ -831,20 +831,25 @@ async fn a_window_claim_whose_answer_was_lost_is_still_this_calls() {
     assert_eq!(clerk.requests(), 3);
 }
 
-#[tokio::test]
-async fn a_slow_table_does_not_spend_clerks_budget() {
+/// A fake Clerk holding `USER`, and the function on a fresh table whose first three requests (the
+/// instance record, the tombstone check and the window's claim) each answer after 1.5 s: 4.5 s on
+/// the table before Clerk is asked, more than Clerk's 4 s budget, inside the call's 8 s deadline.
+/// The client has no 1.5 s attempt timeout, so that the held requests are not retried.
+async fn behind_a_slow_table() -> (TestTable, FakeClerk, FaultProxy, App) {
     let table = TestTable::create().await;
     let clerk = FakeClerk::start(key_set()).await;
     seed(&clerk, USER, SESSION);
     let proxy = proxy().await;
-    // A client without the 1.5 s attempt timeout, so that the held requests are not retried.
     let store = clerk_sync::store::Store::new(patient_client_for(&proxy.endpoint()), &table.name);
     let app = table.app_with_sync_and_store(sync_config(&clerk, KeyMode::Pem), store);
-    // The instance record, the tombstone check and the window's claim each answer after 1.5 s:
-    // 4.5 s on the table before Clerk is asked, more than Clerk's 4 s budget, inside the call's
-    // 8 s deadline. Clerk then answers at once.
     let late = ProxyFault::Late(Duration::from_millis(1500));
     proxy.then(&[late, late, late]);
+    (table, clerk, proxy, app)
+}
+
+#[tokio::test]
+async fn a_slow_table_does_not_spend_clerks_budget() {
+    let (_table, clerk, proxy, app) = behind_a_slow_table().await;
     let response = app.handle_at_ms(sync_request(&token()), NOW_MS).await;
     let (status, body) = answer(&response);
     assert_eq!(status, 200, "the table's slowness is not Clerk's: {body}");
@@ -857,15 +862,8 @@ async fn a_slow_table_does_not_spend_clerks_budget() {
 /// round of fetches outlives its window, so two rounds for one user never overlap.
 #[tokio::test]
 async fn a_slow_table_then_a_slow_clerk_end_within_the_window() {
-    let table = TestTable::create().await;
-    let clerk = FakeClerk::start(key_set()).await;
-    seed(&clerk, USER, SESSION);
+    let (_table, clerk, _proxy, app) = behind_a_slow_table().await;
     clerk.fail(Kind::User, Fault::Slow(Duration::from_secs(3)), None);
-    let proxy = proxy().await;
-    let store = clerk_sync::store::Store::new(patient_client_for(&proxy.endpoint()), &table.name);
-    let app = table.app_with_sync_and_store(sync_config(&clerk, KeyMode::Pem), store);
-    let late = ProxyFault::Late(Duration::from_millis(1500));
-    proxy.then(&[late, late, late]);
     let body =
         assert_refusal(&app.handle_at_ms(sync_request(&token()), NOW_MS).await, 504, "Clerk, late in the window");
     assert_eq!(body, json!({"error": "Clerk did not answer in time"}));
