@@ -12,7 +12,14 @@
 //! passes of pages that overlap by one user. A page that does not start with the last user of the
 //! page before shows that users moved (one deleted, or Clerk ordering them differently), and the
 //! pass starts over; the millisecond is done after a pass in which nothing moved and nobody new
-//! was found, and the listing stops with an error after five passes that could not say so.
+//! was found, and the listing stops with an error after five passes that could not say so. Those
+//! pages ask for no upper bound: the first user created after the millisecond ends its list.
+//!
+//! A page that would make the listing skip or loop stops it with an error naming the page: users
+//! out of creation order, one user twice, a `created_at` outside 1970 to 9999, users created
+//! before the time asked for. Should Clerk take `created_at_after` inclusively (its documentation
+//! says "after"), that is learned from the first page that shows it, and the bound then names the
+//! millisecond itself.
 //!
 //! What no listing by creation time can see: a user whose `created_at` is changed, during the run,
 //! to a time already listed (Clerk lets the Backend API set it). `reconcile` still keeps such a
@@ -21,7 +28,7 @@
 
 use std::collections::HashSet;
 
-use clerk_sync::clerk::{Clerk, CreatedWindow};
+use clerk_sync::clerk::Clerk;
 use clerk_sync::plan;
 use serde::Deserialize;
 
@@ -30,6 +37,9 @@ use crate::webhook_path::{Planned, USER_EVENT, plan_array};
 
 /// Passes over one crowded millisecond before the listing gives up on it (see [`Position::Within`]).
 const MAX_PASSES: u32 = 5;
+/// The `created_at` values a listing takes, milliseconds since the epoch: up to the end of year
+/// 9999. A page with any other is refused: the bounds around it could not be asked for.
+const CREATED_AT: std::ops::RangeInclusive<i64> = 0..=253_402_300_799_999;
 
 /// Where the listing stands.
 #[derive(Debug, PartialEq)]
@@ -63,9 +73,9 @@ pub struct Users {
     position: Position,
     /// Every user created before this has been handed out.
     cursor: Option<i64>,
-    /// Whether Clerk was seen taking `created_at_after` and `created_at_before` inclusively (a
-    /// user of the bound's own millisecond in a page): the bounds then name the millisecond itself.
-    inclusive: bool,
+    /// Whether Clerk was seen taking `created_at_after` inclusively (a user of the bound's own
+    /// millisecond in a page): the bound then names the millisecond itself, not the one before.
+    after_inclusive: bool,
     pages: u64,
 }
 
@@ -82,7 +92,7 @@ impl Users {
             None => Position::Start,
             Some(at) => Position::From { at, seen: HashSet::new() },
         };
-        Users { limit, position, cursor: from, inclusive: false, pages: 0 }
+        Users { limit, position, cursor: from, after_inclusive: false, pages: 0 }
     }
 
     /// The resume cursor: every user created before it has been handed out (`--created-from`).
@@ -99,7 +109,7 @@ impl Users {
     /// what was asked for).
     pub async fn next(&mut self, clerk: &Clerk, options: plan::Options) -> Result<Option<Vec<Planned>>, RunError> {
         loop {
-            let Some((window, offset, size)) = self.request() else { return Ok(None) };
+            let Some((after, offset, size)) = self.request() else { return Ok(None) };
             self.pages += 1;
             let name = match &self.position {
                 Position::Within { at, offset, pass, .. } => {
@@ -108,7 +118,7 @@ impl Users {
                 Position::From { at, .. } => format!("page {} of users (created from {at})", self.pages),
                 Position::Start | Position::Done => format!("page {} of users (the first)", self.pages),
             };
-            let body = clerk.users_page(size, window, offset).await?;
+            let body = clerk.users_page(size, after, offset).await?;
             let planned = plan_array(&body, USER_EVENT, options, &name)?;
             let new = self.advance(&stamps(&body, &name)?, &name)?;
             let users: Vec<Planned> = planned.into_iter().filter(|p| new.contains(&p.id)).collect();
@@ -118,23 +128,14 @@ impl Users {
         }
     }
 
-    /// What the next page asks for: the creation window, the offset in it, the page size.
-    fn request(&self) -> Option<(CreatedWindow, u64, u32)> {
-        // The exclusive bounds around a millisecond, or the millisecond itself if Clerk's are inclusive.
-        let bounds = |at: i64| match self.inclusive {
-            false => (at.saturating_sub(1), at.saturating_add(1)),
-            true => (at, at),
-        };
+    /// What the next page asks for: `created_at_after`, the offset, the page size.
+    fn request(&self) -> Option<(Option<i64>, u64, u32)> {
+        let after = |at: i64| if self.after_inclusive { at } else { at - 1 };
         match &self.position {
             Position::Done => None,
-            Position::Start => Some((CreatedWindow::default(), 0, self.limit)),
-            Position::From { at, .. } => {
-                Some((CreatedWindow { after: Some(bounds(*at).0), before: None }, 0, self.limit))
-            }
-            Position::Within { at, offset, .. } => {
-                let (after, before) = bounds(*at);
-                Some((CreatedWindow { after: Some(after), before: Some(before) }, *offset, self.within_size()))
-            }
+            Position::Start => Some((None, 0, self.limit)),
+            Position::From { at, .. } => Some((Some(after(*at)), 0, self.limit)),
+            Position::Within { at, offset, .. } => Some((Some(after(*at)), *offset, self.within_size())),
         }
     }
 
@@ -149,36 +150,50 @@ impl Users {
         if stamps.windows(2).any(|pair| pair[0].created_at > pair[1].created_at) {
             return Err(refuse("not in creation order".to_owned()));
         }
+        if let Some(odd) = stamps.iter().find(|s| !CREATED_AT.contains(&s.created_at)) {
+            return Err(refuse(format!("a list with a user created at {}, outside 0 to year 9999", odd.created_at)));
+        }
+        let mut ids = HashSet::new();
+        if !stamps.iter().all(|s| ids.insert(s.id.as_str())) {
+            return Err(refuse("a list naming one user twice".to_owned()));
+        }
+        // Users created before the millisecond asked from are those of the one before it, should
+        // Clerk take `created_at_after` inclusively (then learned: they were listed already, and
+        // the next page names the millisecond itself); any earlier is a page that cannot be read.
+        let from = match &self.position {
+            Position::From { at, .. } | Position::Within { at, .. } => Some(*at),
+            Position::Start | Position::Done => None,
+        };
+        let earlier = |s: &&Stamp| from.is_some_and(|from| s.created_at < from);
+        let learned = match stamps.iter().filter(earlier).map(|s| s.created_at).min() {
+            None => false,
+            Some(at) if !self.after_inclusive && Some(at + 1) == from => {
+                self.after_inclusive = true;
+                true
+            }
+            Some(_) => return Err(refuse("a list with users created before the time asked for".to_owned())),
+        };
         let position = std::mem::replace(&mut self.position, Position::Done);
         let (new, next) = match position {
             Position::Within { at, offset, mut seen, pass, found, expect } => {
-                // Users of the neighbouring milliseconds, should Clerk take the bounds inclusively,
-                // come before and after this one's: not ours, and they move nobody.
-                if stamps.iter().any(|s| s.created_at < at.saturating_sub(1) || s.created_at > at.saturating_add(1)) {
-                    return Err(refuse(format!("a list with users created outside millisecond {at}")));
-                }
-                self.inclusive |= stamps.iter().any(|s| s.created_at != at);
-                let moved = expect.is_some_and(|id| stamps.first().is_none_or(|s| s.id != id));
+                let moved = learned || expect.is_some_and(|id| stamps.first().is_none_or(|s| s.id != id));
                 let new: HashSet<String> = stamps
                     .iter()
                     .filter(|s| s.created_at == at && seen.insert(s.id.clone()))
                     .map(|s| s.id.clone())
                     .collect();
                 let found = found || !new.is_empty();
-                let full = stamps.len() >= self.within_size() as usize;
-                let next = if !moved && full {
+                // The pass goes on while pages are full of this millisecond's users (and those
+                // before them); a user created after it ends the millisecond's list.
+                let goes_on =
+                    stamps.len() >= self.within_size() as usize && stamps.last().is_some_and(|s| s.created_at <= at);
+                let next = if !moved && goes_on {
                     let expect = stamps.last().map(|s| s.id.clone());
-                    Position::Within {
-                        at,
-                        offset: offset + u64::from(self.within_size()) - 1,
-                        seen,
-                        pass,
-                        found,
-                        expect,
-                    }
+                    let offset = offset + u64::from(self.within_size()) - 1;
+                    Position::Within { at, offset, seen, pass, found, expect }
                 } else if !moved && !found {
                     // A whole pass, nothing moved and nobody new: on to the users created after it.
-                    Position::From { at: at.saturating_add(1), seen: HashSet::new() }
+                    Position::From { at: at + 1, seen: HashSet::new() }
                 } else if pass + 1 < MAX_PASSES {
                     Position::Within { at, offset: 0, seen, pass: pass + 1, found: false, expect: None }
                 } else {
@@ -189,24 +204,18 @@ impl Users {
                 (new, next)
             }
             Position::Start | Position::From { .. } | Position::Done => {
-                let (from, seen) = match position {
-                    Position::From { at, seen } => (Some(at), seen),
-                    _ => (None, HashSet::new()),
+                let seen = match position {
+                    Position::From { seen, .. } => seen,
+                    _ => HashSet::new(),
                 };
-                // Users created before `from` (should Clerk take `created_at_after` inclusively)
-                // were listed already.
-                let ours: Vec<&Stamp> =
-                    stamps.iter().filter(|s| from.is_none_or(|from| s.created_at >= from)).collect();
+                let ours: Vec<&Stamp> = stamps.iter().filter(|s| !earlier(s)).collect();
                 let listed = |s: &Stamp| Some(s.created_at) == from && seen.contains(&s.id);
                 let new = ours.iter().filter(|s| !listed(s)).map(|s| s.id.clone()).collect();
                 let full = stamps.len() >= self.limit as usize;
-                let before_from = stamps.iter().any(|s| from.is_some_and(|from| s.created_at < from));
-                let learned = before_from && !self.inclusive;
-                self.inclusive |= before_from;
                 let next = match (full, ours.first(), ours.last()) {
                     (false, ..) => Position::Done,
-                    // Clerk took the bound inclusively and filled the page with what came before it:
-                    // the same position again, asked for with the bound that names it.
+                    // The page held users of the millisecond before (an inclusive bound, now
+                    // learned): the same position again, asked for with the bound that names it.
                     (true, None, _) if learned => Position::From { at: from.unwrap_or_default(), seen },
                     (true, Some(first), Some(last)) if first.created_at == last.created_at => {
                         // A page of one millisecond: asking from it again would bring the same page.
@@ -231,7 +240,7 @@ impl Users {
         };
         self.cursor = match &next {
             Position::From { at, .. } | Position::Within { at, .. } => Some(*at),
-            Position::Done => stamps.last().map(|s| s.created_at.saturating_add(1)).or(self.cursor),
+            Position::Done => stamps.last().map(|s| s.created_at + 1).or(self.cursor),
             Position::Start => self.cursor,
         };
         self.position = next;
@@ -254,6 +263,7 @@ mod tests {
     /// Clerk's users as `GET /users` lists them (ties in this order), and how it takes the bounds.
     struct FakeClerk {
         users: Vec<(String, i64)>,
+        /// Takes `created_at_after` inclusively.
         inclusive: bool,
         ignores_offset: bool,
     }
@@ -264,11 +274,9 @@ mod tests {
             FakeClerk { users, inclusive: false, ignores_offset: false }
         }
 
-        fn page(&self, (window, offset, size): (CreatedWindow, u64, u32)) -> Vec<Stamp> {
-            let after = |at: i64| window.after.is_none_or(|a| if self.inclusive { at >= a } else { at > a });
-            let before = |at: i64| window.before.is_none_or(|b| if self.inclusive { at <= b } else { at < b });
-            let mut listed: Vec<&(String, i64)> =
-                self.users.iter().filter(|(_, at)| after(*at) && before(*at)).collect();
+        fn page(&self, (after, offset, size): (Option<i64>, u64, u32)) -> Vec<Stamp> {
+            let taken = |at: i64| after.is_none_or(|a| if self.inclusive { at >= a } else { at > a });
+            let mut listed: Vec<&(String, i64)> = self.users.iter().filter(|(_, at)| taken(*at)).collect();
             listed.sort_by_key(|(_, at)| *at);
             let offset = if self.ignores_offset { 0 } else { offset as usize };
             let page = listed.into_iter().skip(offset).take(size as usize);
@@ -371,6 +379,84 @@ mod tests {
         let (listed, requests) = list(2, None, clerk, |_, _| {});
         assert!(listed.as_ref().is_err_and(|e| e.contains("kept moving")), "{listed:?}");
         assert!(requests < 20, "{requests}");
+    }
+
+    /// Thousands of generated instances (users crowded into a few milliseconds, page sizes 1 to 4,
+    /// either reading of `created_at_after`), users deleted and created (now, so last) while the
+    /// listing runs, and runs stopped part-way and resumed from the cursor: every user that exists
+    /// throughout is listed, and every listing ends.
+    #[test]
+    fn no_user_present_throughout_is_ever_skipped() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut random = |below: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % below
+        };
+        for case in 0..3000 {
+            let count = random(12) as usize;
+            let mut users: Vec<(String, i64)> = (0..count).map(|i| (format!("u{i}"), random(4) as i64)).collect();
+            users.sort_by_key(|u| u.1);
+            let clerk = FakeClerk { users, inclusive: random(2) == 1, ignores_offset: false };
+            let limit = 1 + random(4) as u32;
+            let (deleted, created) = (random(count as u64 + 1) as usize, random(3) == 0);
+            let (when, stop) = (random(6) as usize, random(4) as usize);
+            let described = format!(
+                "users {:?}, limit {limit}, inclusive {}, u{deleted} deleted before request {when}{}, stopped after {stop}",
+                clerk.users,
+                clerk.inclusive,
+                if created { " and one created" } else { "" }
+            );
+            let gone = format!("u{deleted}");
+            let present: Vec<String> = clerk.users.iter().map(|u| u.0.clone()).filter(|id| *id != gone).collect();
+            // The deletion (and creation) before request `when`, counted across both runs.
+            let change = |request: usize, clerk: &mut FakeClerk| {
+                if request == when {
+                    clerk.users.retain(|u| u.0 != gone);
+                    if created {
+                        clerk.users.push(("new".to_owned(), 100));
+                    }
+                }
+            };
+            // A first run stopped after `stop` pages (or at its end), then resumed from its cursor.
+            let mut first = Users::new(limit, None);
+            let mut listed = Vec::new();
+            let mut clerk = clerk;
+            let mut requests = 0;
+            while requests < stop {
+                let Some(asked) = first.request() else { break };
+                change(requests, &mut clerk);
+                requests += 1;
+                let page = clerk.page(asked);
+                let new = first.advance(&page, "p").unwrap();
+                listed.extend(page.iter().filter(|s| new.contains(&s.id)).map(|s| s.id.clone()));
+            }
+            if first.request().is_some() {
+                let (rest, n) = list(limit, first.cursor(), clerk, |request, clerk| change(requests + request, clerk));
+                assert!(n < 200, "case {case}: no end");
+                listed.extend(rest.unwrap_or_else(|e| panic!("case {case}: {e}: {described}")));
+            }
+            for id in &present {
+                assert!(listed.contains(id), "case {case}: {id} skipped, listed {listed:?}: {described}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_page_naming_a_user_twice_or_a_time_out_of_range_is_refused() {
+        let stamp = |id: &str, at: i64| Stamp { id: id.to_owned(), created_at: at };
+        for (page, why) in [
+            (vec![stamp("a", 5), stamp("a", 5)], "twice"),
+            (vec![stamp("a", 5), stamp("b", i64::MAX)], "outside"),
+            (vec![stamp("a", -10)], "outside"),
+        ] {
+            let refused = Users::new(2, None).advance(&page, "p");
+            assert!(
+                matches!(&refused, Err(RunError::MalformedPage { reason, .. }) if reason.contains(why)),
+                "{refused:?}"
+            );
+        }
     }
 
     #[test]

@@ -209,14 +209,6 @@ impl Pacer {
     }
 }
 
-/// Bounds on Clerk's `created_at` (milliseconds since the epoch), each exclusive, as
-/// `GET /users`' `created_at_after` and `created_at_before` take them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CreatedWindow {
-    pub after: Option<i64>,
-    pub before: Option<i64>,
-}
-
 /// A page of a `{data, total_count}` list.
 #[derive(Deserialize)]
 pub struct OffsetPage {
@@ -330,18 +322,16 @@ impl Clerk {
         }
     }
 
-    /// One page of `GET /users` in creation order (oldest first): `limit` users created within
-    /// `window` (Clerk's `created_at`, milliseconds), from `offset` in it: a bare JSON array,
-    /// returned unparsed so the caller can report exactly what is wrong with it. `GET /users`
-    /// pages by `limit` and `offset` only; a listing of every user pages by `window` (see
-    /// `clerk-sync-admin`'s `users` module), since an offset moves when a user before it goes.
-    pub async fn users_page(&self, limit: u32, window: CreatedWindow, offset: u64) -> Result<Vec<u8>, ClerkError> {
+    /// One page of `GET /users` in creation order (oldest first): `limit` users created after
+    /// `created_after` (Clerk's `created_at`, milliseconds; `created_at_after`), from `offset` on:
+    /// a bare JSON array, returned unparsed so the caller can report exactly what is wrong with it.
+    /// `GET /users` pages by `limit` and `offset` only; a listing of every user pages by creation
+    /// time (see `clerk-sync-admin`'s `users` module), since an offset moves when a user before it
+    /// goes.
+    pub async fn users_page(&self, limit: u32, created_after: Option<i64>, offset: u64) -> Result<Vec<u8>, ClerkError> {
         let mut query = vec![("limit", limit.to_string()), ("order_by", "created_at".to_owned())];
-        if let Some(after) = window.after {
+        if let Some(after) = created_after {
             query.push(("created_at_after", after.to_string()));
-        }
-        if let Some(before) = window.before {
-            query.push(("created_at_before", before.to_string()));
         }
         if offset > 0 {
             query.push(("offset", offset.to_string()));
