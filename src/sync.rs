@@ -28,7 +28,7 @@ use crate::metrics;
 use crate::plan::{self, Options, Write};
 use crate::rules::{self, Digest, Rank, Verdict};
 use crate::session_token::{Caller, Keys, TokenError, Unverified, Verifier};
-use crate::store::{Item, Store, StoreError, UserView, Window};
+use crate::store::{Item, Store, StoreError, UserView, Window, is_deleted};
 use crate::webhook::verdict_name;
 use aws_sdk_dynamodb::types::AttributeValue;
 
@@ -291,7 +291,7 @@ async fn run(
         Err(Failure::Store(e)) => return log.refused(store_failure(), &e.to_string()),
     }
     match store.user_item(&caller.user_id).await {
-        Ok(Some(item)) if is_tombstone(&item) => return deleted(log),
+        Ok(Some(item)) if is_deleted(&item) => return deleted(log),
         Ok(_) => {}
         Err(e) => return log.refused(store_failure(), &e.to_string()),
     }
@@ -380,7 +380,7 @@ async fn run(
         Ok(view) => view,
         Err(e) => return log.refused(store_failure(), &e.to_string()),
     };
-    if view.user.as_ref().is_some_and(is_tombstone) {
+    if view.user.as_ref().is_some_and(is_deleted) {
         return deleted(log);
     }
     let session_active = view
@@ -460,9 +460,9 @@ fn plan_one(event_type: &str, raw: &RawValue, options: Options) -> Result<Write,
 
 /// The writes, each one `Store::apply`, one after another: the user first (a tombstone found there
 /// stops the rest), then the session, then each membership. One after another so that a tombstone
-/// found by one write stops the next, and the call's requests to DynamoDB stay few at a time.
-/// A write whose item `stored` already holds at the same
-/// rank is skipped, as the duplicate its condition would have found. Returns the verdicts in order.
+/// found by one write stops the next, and the call's requests to DynamoDB stay few at a time. A
+/// write whose item `stored` already holds at the same rank is skipped, as the duplicate its
+/// condition would have found. Returns the verdicts in order.
 async fn write_all(store: &Store, planned: Planned, stored: &UserView) -> Result<Vec<Verdict>, StoreError> {
     let stored_membership = |write: &Write| match write {
         Write::PutMembership(m) => stored.memberships.iter().find(|item| {
@@ -582,10 +582,6 @@ fn with_retry_after(mut answer: Response<Body>, seconds: u64) -> Response<Body> 
     answer
 }
 
-fn is_tombstone(item: &Item) -> bool {
-    item.get("deleted").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false)
-}
-
 /// Members of a Clerk object the answer leaves out of `data`, since it goes to the user's browser:
 /// `private_metadata`, which Clerk keeps for the backend only, and a session's `latest_activity`
 /// (IP address, city), which the table no longer stores but items written before may hold.
@@ -615,7 +611,7 @@ fn respond_view(view: &UserView) -> Response<Body> {
     let view = UserView {
         user: view.user.as_ref().map(for_the_caller),
         session: view.session.as_ref().map(for_the_caller),
-        memberships: view.memberships.iter().filter(|m| !is_tombstone(m)).map(for_the_caller).collect(),
+        memberships: view.memberships.iter().filter(|m| !is_deleted(m)).map(for_the_caller).collect(),
     };
     struct View<'a>(&'a UserView);
     impl Serialize for View<'_> {

@@ -33,7 +33,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use clerk_sync::plan::{self, MEMBER_SK_PREFIX, MembershipItem, ORGANIZATION_SK, Tombstone, USER_SK, Write};
-use clerk_sync::store::{Item, Removed, Store};
+use clerk_sync::store::{Item, Removed, Store, is_deleted};
 use tokio::task::JoinSet;
 
 use crate::error::RunError;
@@ -535,7 +535,7 @@ impl Table {
     fn add(&mut self, item: &Item, organizations: bool) {
         let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str);
         let (Some(pk), Some(sk)) = (text("pk"), text("sk")) else { return };
-        let deleted = item.get("deleted").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false);
+        let deleted = is_deleted(item);
         let root = (sk == USER_SK && pk.starts_with("USER#")) || (sk == ORGANIZATION_SK && pk.starts_with("ORG#"));
         if root {
             self.roots.insert(pk.to_owned());

@@ -599,7 +599,7 @@ fn codes(reasons: &[CancellationReason]) -> Vec<&str> {
 }
 
 /// Whether a stored item is a tombstone (a user's, an organization's or a membership's).
-fn is_deleted(item: &Item) -> bool {
+pub fn is_deleted(item: &Item) -> bool {
     matches!(item.get("deleted"), Some(AttributeValue::Bool(true)))
 }
 
