@@ -296,8 +296,7 @@ async fn the_cleanup_function_removes_what_was_written_under_a_tombstone_by_anyo
     for (pk, sk) in [("USER#user_gone", "USER"), ("ORG#org_gone", "ORG")] {
         let tombstone =
             json!({ "pk": pk, "sk": sk, "id": &pk[pk.find('#').unwrap() + 1..], "deleted": true, "version": V + 1 });
-        let item: Item = clerk_sync::store::to_item(&tombstone).unwrap();
-        table.client.put_item().table_name(&table.name).set_item(Some(item)).send().await.unwrap();
+        table.put(&tombstone).await;
     }
     let proxy = proxy().await;
     let store = table.store_via(&proxy.endpoint());

@@ -13,7 +13,6 @@ use clerk_sync::plan::{
     organization_pk, session_sk, user_pk,
 };
 use clerk_sync::rules::{self, Digest, MembershipState, Rank, Stored, Verdict};
-use clerk_sync::store::to_item;
 use common::TestTable;
 
 const V: u64 = 1_795_000_000_000;
@@ -91,10 +90,6 @@ fn session_item(user: &str, id: &str, rank: Rank, terminal: bool) -> SessionItem
     }
 }
 
-async fn put_raw(table: &TestTable, item: &impl serde::Serialize) {
-    table.client.put_item().table_name(&table.name).set_item(Some(to_item(item).unwrap())).send().await.unwrap();
-}
-
 /// The stored item's rank, whether it is a tombstone, and its status.
 async fn version_at(table: &TestTable, pk: &str, sk: &str) -> Option<(Rank, bool, Option<String>)> {
     let item = table
@@ -139,8 +134,8 @@ impl UserState {
     async fn set_up(self, table: &TestTable, id: &str) {
         match self {
             UserState::Absent => {}
-            UserState::Live => put_raw(table, &user_item(id, stored_rank())).await,
-            UserState::Deleted => put_raw(table, &tombstone(id, V)).await,
+            UserState::Live => table.put(&user_item(id, stored_rank())).await,
+            UserState::Deleted => table.put(&tombstone(id, V)).await,
         }
     }
 }
@@ -199,7 +194,7 @@ async fn session_upsert_condition_matches_the_rule() {
                     let (user, session) = (format!("user_s{n}"), format!("sess_s{n}"));
                     user_state.set_up(&table, &user).await;
                     if let Some(terminal) = stored_terminal {
-                        put_raw(&table, &session_item(&user, &session, stored_rank(), terminal)).await;
+                        table.put(&session_item(&user, &session, stored_rank(), terminal)).await;
                     }
                     let write = Write::UpsertSession(session_item(&user, &session, incoming, incoming_terminal));
                     let applied = store.apply(&write).await.unwrap();
@@ -234,8 +229,8 @@ async fn organization_conditions_match_the_rules() {
         let id = format!("org_{n}");
         match state {
             UserState::Absent => {}
-            UserState::Live => put_raw(&table, &organization_item(&id, stored_rank())).await,
-            UserState::Deleted => put_raw(&table, &Tombstone::organization(&id, V)).await,
+            UserState::Live => table.put(&organization_item(&id, stored_rank())).await,
+            UserState::Deleted => table.put(&Tombstone::organization(&id, V)).await,
         }
         let applied = store.apply(&Write::UpsertOrganization(organization_item(&id, incoming))).await.unwrap();
         let expected = rules::organization_upsert(state.stored(), incoming);
@@ -322,8 +317,8 @@ async fn membership_conditions_match_the_rule() {
                         });
                         if let Some(stored) = stored {
                             let item = membership_item(&organization, &user, stored);
-                            put_raw(&table, &item).await;
-                            put_raw(&table, &item.under_user()).await;
+                            table.put(&item).await;
+                            table.put(&item.under_user()).await;
                         }
                         let incoming = MembershipState { created_at, id, deleted, rank };
                         let item = membership_item(&organization, &user, incoming);
@@ -355,10 +350,10 @@ async fn membership_conditions_match_the_rule() {
             n += 1;
             let (organization, user) = (format!("org_m{n}"), format!("user_m{n}"));
             if organization_deleted {
-                put_raw(&table, &Tombstone::organization(&organization, V)).await;
+                table.put(&Tombstone::organization(&organization, V)).await;
             }
             if user_deleted {
-                put_raw(&table, &tombstone(&user, V)).await;
+                table.put(&tombstone(&user, V)).await;
             }
             let rank = if deleted { Rank::new(V, None) } else { stored_rank() };
             let incoming = MembershipState { created_at: C, id: "orgmem_a", deleted, rank };
@@ -367,8 +362,8 @@ async fn membership_conditions_match_the_rule() {
                 let earlier =
                     MembershipState { created_at: C - 1, id: "orgmem_0", deleted: false, rank: stored_rank() };
                 let earlier = membership_item(&organization, &user, earlier);
-                put_raw(&table, &earlier).await;
-                put_raw(&table, &earlier.under_user()).await;
+                table.put(&earlier).await;
+                table.put(&earlier.under_user()).await;
             }
             let applied = store.apply(&Write::PutMembership(item.clone())).await.unwrap();
             let expected = if organization_deleted { Verdict::OrganizationDeleted } else { Verdict::UserDeleted };

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use clerk_sync::cleanup::{self, Event, EventRecord};
 use clerk_sync::handler::App;
-use clerk_sync::store::Item;
 use common::stream::{filters, passes, records};
 use common::*;
 use serde_json::{Value, json};
@@ -68,8 +67,7 @@ async fn the_template_filter_passes_exactly_what_the_cleanup_function_acts_on_an
         json!({ "pk": "ORG#org_gone", "sk": "MEMBER#user_kept", "id": "orgmem_late", "version": V + 200 }),
     ];
     for write in &writes {
-        let item: Item = clerk_sync::store::to_item(write).unwrap();
-        table.client.put_item().table_name(&table.name).set_item(Some(item)).send().await.unwrap();
+        table.put(write).await;
     }
 
     // A `/sync` call's window item, of a kept user and of the deleted one.

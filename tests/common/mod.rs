@@ -288,6 +288,12 @@ impl TestTable {
         }
     }
 
+    /// Writes `item` as is, unconditionally (as a writer that never checks would).
+    pub async fn put(&self, item: &impl serde::Serialize) {
+        let item = store::to_item(item).unwrap();
+        self.client.put_item().table_name(&self.name).set_item(Some(item)).send().await.unwrap();
+    }
+
     /// Every item of Clerk's objects (users, sessions, organizations, memberships and their
     /// tombstones), as plain JSON, keyed by (pk, sk): all but the table's record of the Clerk
     /// instance it mirrors (`META`), which `item` still finds.
